@@ -1,0 +1,57 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUN_DIR := .run
+EXAMPLE_GIT := $(RUN_DIR)/example.git
+PORT ?= 8088
+# Commits made by this Makefile use their own identity, never the user's global config.
+GIT_AS_MAKE := git -c user.name="lmcache-config-server example" -c user.email=example@localhost \
+	-c commit.gpgsign=false
+
+.PHONY: run test lint fmt example-repo clean help
+
+help:
+	@echo "make run          start the server on the bundled example repo (port $(PORT))"
+	@echo "make test         run the test suite"
+	@echo "make lint         mypy --strict and ruff"
+	@echo "make example-repo commit config-repo-example/ into $(EXAMPLE_GIT)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	# The real LMCache client, for protocol tests: its config loader needs no torch/CUDA.
+	$(BIN)/pip install --quiet --no-deps lmcache==0.5.6
+	touch $(STAMP)
+
+# config-repo-example/ is the work tree of a local git repo; each run commits its changes,
+# so every answer carries a real commit hash.
+example-repo:
+	@mkdir -p $(RUN_DIR)
+	@test -d $(EXAMPLE_GIT) || git init --quiet --bare --initial-branch=main $(EXAMPLE_GIT)
+	@$(GIT_AS_MAKE) --git-dir=$(EXAMPLE_GIT) --work-tree=config-repo-example add --all
+	@$(GIT_AS_MAKE) --git-dir=$(EXAMPLE_GIT) --work-tree=config-repo-example diff --cached --quiet \
+		|| $(GIT_AS_MAKE) --git-dir=$(EXAMPLE_GIT) --work-tree=config-repo-example \
+			commit --quiet -m "Update from config-repo-example/"
+	@echo "example repo: $(EXAMPLE_GIT) at $$(git --git-dir=$(EXAMPLE_GIT) rev-parse --short HEAD)"
+
+run: $(STAMP) example-repo
+	$(BIN)/lmcache-config-server serve --repo $(EXAMPLE_GIT) --ref main \
+		--port $(PORT) --data-dir $(RUN_DIR)/data --poll-interval 5
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/mypy
+	$(BIN)/ruff check server tests
+	$(BIN)/ruff format --check server tests
+
+fmt: $(STAMP)
+	$(BIN)/ruff format server tests
+	$(BIN)/ruff check --fix server tests
+
+clean:
+	rm -rf $(VENV) $(RUN_DIR)

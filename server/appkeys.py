@@ -1,0 +1,14 @@
+"""Typed application state: every key the app stores, in one place."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .settings import Settings
+from .snapshot import SnapshotHolder
+from .sync import Syncer
+
+SETTINGS = web.AppKey("settings", Settings)
+SNAPSHOTS = web.AppKey("snapshots", SnapshotHolder)
+SYNCER = web.AppKey("syncer", Syncer)
+STARTED_AT = web.AppKey("started_at", float)

@@ -1,0 +1,86 @@
+"""Command line: ``lmcache-config-server serve ...``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from . import __version__
+from .app import create_app
+from .errors import SettingsError
+from .redact import redact
+from .settings import ENV_PREFIX, add_setting_arguments, settings_from
+
+
+class _RedactingFormatter(logging.Formatter):
+    """Last line of defence: no URL credential reaches the log, whatever logged it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # GitPython logs every command line at debug, URLs included; keep it quiet.
+    logging.getLogger("git").setLevel(logging.WARNING)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lmcache-config-server",
+        description="GitOps config server for LMCache fleets.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="serve /config to LMCache workers from a git repository",
+        description=(
+            "Serve /config to LMCache workers from validated snapshots of a git repository. "
+            f"Every flag can also be set by an environment variable ({ENV_PREFIX}<FLAG>); "
+            "a flag wins over its variable."
+        ),
+    )
+    add_setting_arguments(serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from(args, os.environ)
+    except SettingsError as exc:
+        parser.exit(2, f"lmcache-config-server: error: {exc.message}\n")
+    configure_logging(settings.log_level)
+    log = logging.getLogger("server")
+    log.info(
+        "serving %s (ref %s%s) on http://%s:%d, data dir %s",
+        settings.repo,
+        settings.ref,
+        f", path {settings.path}" if settings.path else "",
+        settings.host,
+        settings.port,
+        settings.data_dir,
+    )
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            access_log=None,
+            print=None,
+        )
+    except SettingsError as exc:
+        log.error("%s", exc.message)
+        return 2
+    return 0

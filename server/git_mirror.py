@@ -1,0 +1,258 @@
+"""The local git mirror of the config repository: clone, fetch, resolve, read trees.
+
+Everything here blocks and must run on the sync executor's single thread, so
+git operations never race each other. A ``Repo`` is opened and closed per
+operation (GitPython leaks helper processes in long-running programs otherwise).
+Config files are read from commit trees (git objects), never from a working
+directory, so what is validated and served is exactly what was committed.
+
+Layout of the data directory::
+
+    <data-dir>/lock          held by the running server (one server per directory)
+    <data-dir>/mirror.git    bare mirror; refs/remotes/origin/* and refs/upstream-tags/*
+    <data-dir>/state.json    the last good commit, written atomically
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import git
+from git import Repo
+from git.objects import Blob, Commit, Tree
+
+from .config_issues import ConfigIssue
+from .errors import GitError, SettingsError
+from .redact import redact
+from .repo_format import APPS_DIR, GLOBAL_FILE
+from .snapshot import CommitInfo
+
+# Never wait for a password prompt or an SSH host-key question: fail instead.
+GIT_ENV = {
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes"),
+}
+_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+_URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+_SCP_RE = re.compile(r"^[^/]+@[^/]+:")
+FETCH_REFSPECS = ("+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/upstream-tags/*")
+
+
+def normalise_remote(repo: str) -> str:
+    """A URL as given, or a local path made absolute (git runs inside the mirror)."""
+    if _URL_RE.match(repo) or _SCP_RE.match(repo):
+        return repo
+    return str(Path(repo).expanduser().resolve())
+
+
+def _git_error(action: str, exc: Exception) -> GitError:
+    detail = exc.stderr.strip() if isinstance(exc, git.GitCommandError) else str(exc)
+    detail = " ".join(str(detail).replace("stderr:", "").split())
+    return GitError(redact(f"{action} failed: {detail or type(exc).__name__}"))
+
+
+class DataDirLock:
+    """An exclusive lock on the data directory: two servers must not share a mirror."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._path = data_dir / "lock"
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self._path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise SettingsError(
+                f"data dir {self._path.parent} is in use by another server process; "
+                "give each server its own --data-dir"
+            ) from None
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+class GitMirror:
+    def __init__(self, *, remote: str, data_dir: Path, ref: str, timeout: float) -> None:
+        self.remote = normalise_remote(remote)
+        self.path = data_dir / "mirror.git"
+        self.state_path = data_dir / "state.json"
+        self.ref = ref
+        self.timeout = timeout
+
+    @property
+    def remote_for_display(self) -> str:
+        return redact(self.remote)
+
+    @contextlib.contextmanager
+    def _open(self) -> Iterator[Repo]:
+        repo = Repo(self.path)
+        try:
+            repo.git.update_environment(**GIT_ENV)
+            yield repo
+        finally:
+            repo.close()
+
+    def is_usable(self) -> bool:
+        """Whether an existing mirror can be reused: a bare repo with our remote."""
+        if not (self.path / "HEAD").exists():
+            return False
+        try:
+            with self._open() as repo:
+                url = repo.git.config("--get", "remote.origin.url")
+        except (git.GitError, ValueError, OSError):
+            return False
+        return bool(url == self.remote)
+
+    def ensure(self) -> bool:
+        """Make sure a mirror exists; returns True when one had to be created (no fetch yet).
+
+        A mirror that is missing, broken or points elsewhere is replaced. It is
+        created under a temporary name and renamed only once initialised.
+        """
+        if self.is_usable():
+            return False
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        scratch = self.path.with_name(self.path.name + ".partial")
+        shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            repo = Repo.init(scratch, bare=True)
+            try:
+                repo.git.update_environment(**GIT_ENV)
+                repo.git.remote("add", "origin", self.remote)
+                repo.git.config("gc.auto", "0")  # no surprise repacks on the sync thread
+            finally:
+                repo.close()
+        except git.GitError as exc:
+            raise _git_error("creating the local mirror", exc) from None
+        scratch.rename(self.path)
+        return True
+
+    def fetch(self) -> None:
+        try:
+            with self._open() as repo:
+                repo.git.fetch(
+                    "--prune",
+                    "--no-tags",
+                    "--quiet",
+                    "origin",
+                    *FETCH_REFSPECS,
+                    kill_after_timeout=self.timeout,
+                )
+        except git.GitError as exc:
+            raise _git_error(f"fetch from {self.remote_for_display}", exc) from None
+
+    def resolve(self) -> str:
+        """The commit sha the configured ref points at in the mirror."""
+        candidates = [f"refs/remotes/origin/{self.ref}", f"refs/upstream-tags/{self.ref}"]
+        if _SHA_RE.match(self.ref):
+            candidates.append(self.ref)
+        with self._open() as repo:
+            for candidate in candidates:
+                sha = repo.git.rev_parse(
+                    "--verify", "--quiet", f"{candidate}^{{commit}}", with_exceptions=False
+                )
+                if sha:
+                    return str(sha)
+        raise GitError(f"ref '{self.ref}' not found in {self.remote_for_display}")
+
+    def has_commit(self, sha: str) -> bool:
+        with self._open() as repo:
+            found = repo.git.rev_parse(
+                "--verify", "--quiet", f"{sha}^{{commit}}", with_exceptions=False
+            )
+        return bool(found)
+
+    def read_commit(
+        self, sha: str, subdir: str
+    ) -> tuple[CommitInfo, dict[str, bytes], list[ConfigIssue]]:
+        """The commit's metadata, its config files below ``subdir``, and tree-level issues."""
+        files: dict[str, bytes] = {}
+        issues: list[ConfigIssue] = []
+        with self._open() as repo:
+            commit: Commit = repo.commit(sha)
+            info = CommitInfo(
+                sha=commit.hexsha,
+                author=str(commit.author.name),
+                authored_at=datetime.fromtimestamp(commit.authored_date, UTC).isoformat(),
+                subject=str(commit.summary),
+            )
+            root: Any = commit.tree
+            if subdir:
+                try:
+                    root = commit.tree / subdir.strip("/")
+                except KeyError:
+                    root = None
+                if not isinstance(root, Tree):
+                    issues.append(
+                        ConfigIssue(
+                            path=subdir,
+                            line=1,
+                            column=1,
+                            message=f"--path '{subdir}' is not a directory in this commit",
+                        )
+                    )
+                    return info, files, issues
+            prefix = f"{subdir.strip('/')}/" if subdir else ""
+            for item in root:
+                if item.type == "blob" and item.name in {GLOBAL_FILE, "global.yml"}:
+                    _read_blob(item, item.name, prefix, files, issues)
+                elif item.type == "tree" and item.name == APPS_DIR:
+                    for child in item.traverse():
+                        if isinstance(child, Blob):
+                            relative = child.path[len(prefix) :] if prefix else child.path
+                            _read_blob(child, relative, prefix, files, issues)
+        return info, files, issues
+
+    # -- the last good commit, kept across restarts --
+
+    def load_last_good(self) -> str | None:
+        try:
+            state = json.loads(self.state_path.read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+        sha = state.get("last_good") if isinstance(state, dict) else None
+        if isinstance(sha, str) and _SHA_RE.match(sha) and state.get("remote") == self.remote_for_display:
+            return sha
+        return None
+
+    def save_last_good(self, sha: str) -> None:
+        state = {"remote": self.remote_for_display, "ref": self.ref, "last_good": sha}
+        scratch = self.state_path.with_suffix(".tmp")
+        with scratch.open("w", encoding="utf-8") as handle:
+            json.dump(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(scratch, self.state_path)
+
+
+def _read_blob(
+    blob: Blob, relative: str, prefix: str, files: dict[str, bytes], issues: list[ConfigIssue]
+) -> None:
+    if blob.mode == Blob.link_mode:
+        issues.append(
+            ConfigIssue(
+                path=prefix + relative,
+                line=1,
+                column=1,
+                message="symbolic links are not followed in a config repository",
+            )
+        )
+        return
+    files[relative] = blob.data_stream.read()

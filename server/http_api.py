@@ -1,0 +1,191 @@
+"""HTTP endpoints: /config for workers; /healthz, /readyz and /status for operators.
+
+/config reads the current snapshot reference once and answers from it alone,
+so every answer comes from exactly one commit. Nothing on this path touches
+git or the disk. Request bodies carry the worker's whole environment: they are
+parsed, used for rule matching, and dropped; neither they nor env values are
+ever logged (only the names of variables a matching rule read).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from .appkeys import SETTINGS, SNAPSHOTS, STARTED_AT, SYNCER
+from .errors import (
+    BodyTooLarge,
+    ConfigServerError,
+    InvalidAppId,
+    MalformedBody,
+    NotReady,
+    UnknownApp,
+)
+from .repo_format import APP_ID_RE, APP_ID_RULE
+
+log = logging.getLogger("server.access")
+error_log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response(
+        {"error": {"status": status, "code": code, "message": message}}, status=status
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map the exception hierarchy (and aiohttp's own HTTP errors) to JSON errors."""
+    try:
+        return await handler(request)
+    except ConfigServerError as exc:
+        return json_error(exc.status, exc.code, exc.message)
+    except web.HTTPRequestEntityTooLarge as exc:
+        too_large = BodyTooLarge(
+            f"request body is larger than the limit of {exc.max_size} bytes"
+        )
+        return json_error(too_large.status, too_large.code, too_large.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        return json_error(exc.status, code, f"{exc.reason}: {request.method} {request.path}")
+    except Exception:
+        error_log.exception("unexpected error answering %s %s", request.method, request.path)
+        return json_error(500, "internal", "internal server error; see the server log")
+
+
+def parse_app_id(request: web.Request) -> str | None:
+    values = request.query.getall("appId", [])
+    if len(values) > 1:
+        raise InvalidAppId("appId is given more than once")
+    if not values or values[0] == "":
+        return None
+    app_id = values[0]
+    if not APP_ID_RE.match(app_id):
+        shown = app_id[:64] + ("..." if len(app_id) > 64 else "")
+        raise InvalidAppId(f"invalid appId {shown!r}: app ids are {APP_ID_RULE}")
+    return app_id
+
+
+def parse_body(raw: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(env_variables, current_config) from a request body; empty when there is none."""
+    if not raw.strip():
+        return {}, {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedBody(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise MalformedBody(
+            f"request body must be a JSON object with current_config and env_variables, "
+            f"got a JSON {type(body).__name__}"
+        )
+    env = body.get("env_variables") or {}
+    config = body.get("current_config") or {}
+    if not isinstance(env, dict):
+        raise MalformedBody("env_variables must be a JSON object")
+    if not isinstance(config, dict):
+        raise MalformedBody("current_config must be a JSON object")
+    return env, config
+
+
+async def handle_config(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    app_id = parse_app_id(request)
+    snapshot = request.app[SNAPSHOTS].current
+    if snapshot is None:
+        raise NotReady("no validated commit loaded yet; see /status")
+    settings = request.app[SETTINGS]
+    plan = snapshot.plan(app_id)
+    if settings.strict_apps and not plan.known:
+        raise UnknownApp(
+            f"no apps/{app_id}.yaml in commit {snapshot.commit.sha[:12]}"
+            if app_id
+            else "appId is required (--strict-apps)"
+        )
+    # The body is parsed even when no rule reads it, so a malformed one is never accepted.
+    env, config = parse_body(await request.read())
+    answer = snapshot.answer(app_id, env, config)
+    if settings.access_log:
+        log.info(
+            "config app=%s known=%s commit=%s rules=%s env_used=%s peer=%s %.2fms",
+            app_id or "-",
+            str(answer.app_known).lower(),
+            snapshot.commit.sha[:12],
+            ",".join(answer.applied_rules) or "-",
+            ",".join(answer.env_names_used) or "-",
+            request.remote,
+            (time.perf_counter() - started) * 1000,
+        )
+    elif not answer.app_known and snapshot.first_sighting_of_unknown(app_id):
+        log.warning(
+            "unknown app %s at commit %s: serving the global layer",
+            app_id or "-",
+            snapshot.commit.sha[:12],
+        )
+    return web.Response(
+        body=answer.body,
+        content_type="application/json",
+        headers={"X-Config-Version": snapshot.commit.sha},
+    )
+
+
+async def handle_healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def handle_readyz(request: web.Request) -> web.Response:
+    snapshot = request.app[SNAPSHOTS].current
+    if snapshot is None:
+        return web.json_response(
+            {"ready": False, "reason": "no validated commit loaded yet"}, status=503
+        )
+    return web.json_response({"ready": True, "version": snapshot.commit.sha})
+
+
+async def handle_status(request: web.Request) -> web.Response:
+    app = request.app
+    settings = app[SETTINGS]
+    syncer = app[SYNCER]
+    state = syncer.state
+    snapshot = app[SNAPSHOTS].current
+    served: dict[str, Any] | None = None
+    if snapshot is not None:
+        served = {
+            **snapshot.commit.as_json(),
+            "loaded_at": snapshot.loaded_at,
+            "apps": len(snapshot.app_ids),
+            "schema": snapshot.schema_source,
+        }
+    status = {
+        "ready": snapshot is not None,
+        "repo": syncer.mirror.remote_for_display,
+        "ref": settings.ref,
+        "path": settings.path,
+        "served": served,
+        "last_sync": state.last_sync.as_json() if state.last_sync else None,
+        "last_successful_fetch_at": state.last_success_at,
+        "consecutive_failures": state.consecutive_failures,
+        "next_poll_at": state.next_poll_at,
+        "last_rejected": state.last_rejection.as_json() if state.last_rejection else None,
+        "recent_syncs": [record.as_json() for record in reversed(state.recent)],
+        "sync_task_error": state.task_error,
+        "started_at": app[STARTED_AT],
+    }
+    return web.json_response(status, dumps=lambda data: json.dumps(data, indent=2))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_route("GET", "/config", handle_config)
+    app.router.add_route("POST", "/config", handle_config)
+    app.router.add_get("/healthz", handle_healthz)
+    app.router.add_get("/readyz", handle_readyz)
+    app.router.add_get("/status", handle_status)

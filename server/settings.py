@@ -1,0 +1,197 @@
+"""Server settings, each defined exactly once.
+
+Every field of :class:`Settings` carries its help text in its metadata; the CLI
+flags (``--poll-interval``), the environment variables
+(``LMCACHE_CONFIG_SERVER_POLL_INTERVAL``) and the settings table in the README
+are all derived from these definitions, so none of them can drift apart.
+Precedence: command-line flag, then environment variable, then default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import SettingsError
+
+ENV_PREFIX = "LMCACHE_CONFIG_SERVER_"
+
+
+def _default_data_dir() -> str:
+    # Not /tmp: a clone that a tmp cleaner purges loses the last good commit.
+    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(state_home) / "lmcache-config-server")
+
+
+def _setting(default: Any, help: str, *, metavar: str | None = None) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help, "metavar": metavar})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the server needs to run; immutable once parsed."""
+
+    repo: str = _setting(
+        "",
+        "Config repository to serve: a git URL (https://, ssh://, git://, file://) or a local "
+        "path. Required.",
+        metavar="URL_OR_PATH",
+    )
+    ref: str = _setting("main", "Branch or tag of the config repository to serve.", metavar="REF")
+    path: str = _setting(
+        "",
+        "Subdirectory of the repository that holds global.yaml and apps/ (default: the root).",
+        metavar="SUBDIR",
+    )
+    host: str = _setting(
+        "127.0.0.1",
+        "Address to listen on. Use 0.0.0.0 to accept workers from other machines.",
+        metavar="ADDR",
+    )
+    port: int = _setting(8088, "TCP port to listen on.", metavar="PORT")
+    data_dir: str = _setting(
+        _default_data_dir(),
+        "Directory for the local git mirror and the record of the last good commit; reused "
+        "across restarts so the server can start while the remote is down. One server "
+        "process per directory.",
+        metavar="DIR",
+    )
+    poll_interval: float = _setting(
+        30.0, "Seconds between fetches of the remote.", metavar="SECONDS"
+    )
+    git_timeout: float = _setting(
+        60.0,
+        "Seconds a git network operation (clone, fetch) may take before it is killed.",
+        metavar="SECONDS",
+    )
+    strict_apps: bool = _setting(
+        False,
+        "Answer 404 for an appId that has no apps/<app_id>.yaml, instead of serving only the "
+        "global layer.",
+    )
+    max_body_bytes: int = _setting(
+        256 * 1024, "Largest /config request body accepted, in bytes.", metavar="BYTES"
+    )
+    log_level: str = _setting(
+        "info", "Log level: debug, info, warning or error.", metavar="LEVEL"
+    )
+    access_log: bool = _setting(
+        True,
+        "Log one line per /config answer (app, commit, rules applied, status, duration). "
+        "Never a body or an environment value.",
+    )
+
+    @property
+    def mirror_dir(self) -> Path:
+        return Path(self.data_dir) / "mirror.git"
+
+
+SETTING_FIELDS: tuple[dataclasses.Field[Any], ...] = dataclasses.fields(Settings)
+
+
+def env_var_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {text!r} (use true or false)")
+
+
+def _convert(field: dataclasses.Field[Any], raw: str, source: str) -> Any:
+    kind = field.type
+    try:
+        if kind == "bool":
+            return _parse_bool(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{source}: {exc}") from None
+    return raw
+
+
+def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting; defaults stay None so env vars can fill in."""
+    for field in SETTING_FIELDS:
+        env = env_var_name(field.name)
+        help_text = f"{field.metadata['help']} [env {env}; default {field.default!r}]"
+        if field.type == "bool":
+            parser.add_argument(
+                flag_name(field.name),
+                dest=field.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
+        else:
+            parser.add_argument(
+                flag_name(field.name),
+                dest=field.name,
+                default=None,
+                metavar=field.metadata["metavar"],
+                help=help_text,
+            )
+
+
+def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """Merge CLI arguments over environment variables over defaults, then check them."""
+    values: dict[str, Any] = {}
+    for field in SETTING_FIELDS:
+        cli_value = getattr(args, field.name, None)
+        env = env_var_name(field.name)
+        if cli_value is not None:
+            values[field.name] = (
+                cli_value
+                if isinstance(cli_value, bool)
+                else _convert(field, str(cli_value), flag_name(field.name))
+            )
+        elif env in environ:
+            values[field.name] = _convert(field, environ[env], env)
+    settings = Settings(**values)
+    check_settings(settings)
+    return settings
+
+
+def check_settings(settings: Settings) -> None:
+    if not settings.repo:
+        raise SettingsError(
+            f"no config repository given: pass --repo or set {env_var_name('repo')}"
+        )
+    if not 0 < settings.port < 65536:
+        raise SettingsError(f"--port must be 1-65535, got {settings.port}")
+    if settings.poll_interval <= 0:
+        raise SettingsError("--poll-interval must be a positive number of seconds")
+    if settings.git_timeout <= 0:
+        raise SettingsError("--git-timeout must be a positive number of seconds")
+    if settings.max_body_bytes < 1024:
+        raise SettingsError("--max-body-bytes must be at least 1024")
+    if settings.log_level.lower() not in {"debug", "info", "warning", "error"}:
+        raise SettingsError("--log-level must be one of debug, info, warning, error")
+    if settings.path.startswith("/") or ".." in Path(settings.path).parts:
+        raise SettingsError("--path must be a relative subdirectory inside the repository")
+
+
+def settings_table_markdown() -> str:
+    """The settings table for the README (a test keeps the README in step)."""
+    rows = ["| flag | environment variable | default | meaning |", "|---|---|---|---|"]
+    for field in SETTING_FIELDS:
+        default = field.default if field.name != "data_dir" else "$XDG_STATE_HOME/lmcache-config-server"
+        rows.append(
+            f"| `{flag_name(field.name)}` | `{env_var_name(field.name)}` | `{default}` "
+            f"| {field.metadata['help']} |"
+        )
+    return "\n".join(rows)

@@ -1,0 +1,209 @@
+"""An immutable snapshot of one validated commit, and the answers it gives.
+
+A snapshot is built once per commit, off the event loop, and published by
+swapping one reference (``SnapshotHolder.current``); a request reads that
+reference once, so it is answered from exactly one commit.
+
+Layering for app A: global.yaml's own sections, then its matching rules, then
+apps/A.yaml's own sections, then its matching rules. A later layer wins a key
+(value and override flag together); ``extra_config`` mappings merge key by key.
+Answers for an app whose layers hold no rules are serialised once per snapshot;
+answers with rules are cached per combination of matched rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .repo_format import ConfigFile, ConfigSet, Origin, Rule, Setting
+
+EXTRA_CONFIG = "extra_config"
+# Bound on cached answers for rule combinations; beyond it answers are built per request.
+_MAX_CACHED_RULE_ANSWERS = 4096
+# Unknown app ids are logged once per snapshot; this bounds that memory.
+_MAX_UNKNOWN_APPS_REMEMBERED = 1000
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CommitInfo:
+    sha: str
+    author: str
+    authored_at: str  # ISO 8601
+    subject: str
+
+    def as_json(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EffectiveSetting:
+    key: str
+    value: Any
+    override: bool
+    origins: tuple[Origin, ...]  # the writer of the flag and value last; extra_config may have more
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Answer:
+    body: bytes
+    app_known: bool
+    applied_rules: tuple[str, ...]
+    env_names_used: tuple[str, ...]  # env variables the matching rules read (names only)
+
+
+def merge(layers: Iterable[Iterable[Setting]]) -> dict[str, EffectiveSetting]:
+    merged: dict[str, EffectiveSetting] = {}
+    for layer in layers:
+        for setting in layer:
+            previous = merged.get(setting.key)
+            if (
+                setting.key == EXTRA_CONFIG
+                and previous is not None
+                and isinstance(previous.value, dict)
+                and isinstance(setting.value, dict)
+            ):
+                merged[setting.key] = EffectiveSetting(
+                    key=setting.key,
+                    value={**previous.value, **setting.value},
+                    override=setting.override,
+                    origins=(*previous.origins, setting.origin),
+                )
+            else:
+                merged[setting.key] = EffectiveSetting(
+                    key=setting.key,
+                    value=setting.value,
+                    override=setting.override,
+                    origins=(setting.origin,),
+                )
+    return merged
+
+
+def answer_items(effective: Mapping[str, EffectiveSetting]) -> list[dict[str, Any]]:
+    """The ``configs`` list: sorted by key, canonical types, extra_config as a JSON string."""
+    items = []
+    for key in sorted(effective):
+        setting = effective[key]
+        value = setting.value
+        if key == EXTRA_CONFIG and value is not None:
+            value = json.dumps(value, sort_keys=True, separators=(",", ":"))
+        items.append({"key": key, "value": value, "override": setting.override})
+    return items
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _AppPlan:
+    app_id: str | None
+    known: bool
+    files: tuple[ConfigFile, ...]
+
+    @property
+    def has_rules(self) -> bool:
+        return any(f.rules for f in self.files)
+
+    def matched(self, env: Mapping[str, Any], config: Mapping[str, Any]) -> tuple[Rule, ...]:
+        return tuple(rule for f in self.files for rule in f.rules if rule.matches(env, config))
+
+    def layers(self, matched: tuple[Rule, ...]) -> list[tuple[Setting, ...]]:
+        chosen = set(map(id, matched))
+        layers: list[tuple[Setting, ...]] = []
+        for config_file in self.files:
+            layers.append(config_file.settings)
+            layers.extend(rule.settings for rule in config_file.rules if id(rule) in chosen)
+        return layers
+
+
+class Snapshot:
+    """What one commit serves. Never mutated after construction, except a bounded memo."""
+
+    def __init__(
+        self, *, commit: CommitInfo, config_set: ConfigSet, loaded_at: float, schema_source: str
+    ) -> None:
+        self.commit = commit
+        self.config_set = config_set
+        self.loaded_at = loaded_at
+        self.schema_source = schema_source
+        self.app_ids: tuple[str, ...] = tuple(sorted(config_set.apps))
+        global_files = (config_set.global_file,) if config_set.global_file else ()
+        self._plans: dict[str, _AppPlan] = {
+            app_id: _AppPlan(app_id=app_id, known=True, files=(*global_files, app_file))
+            for app_id, app_file in config_set.apps.items()
+        }
+        self._fallback = _AppPlan(app_id=None, known=False, files=global_files)
+        self._memo: dict[tuple[str | None, tuple[int, ...]], Answer] = {}
+        self._memo_lock = threading.Lock()
+        self._unknown_seen: set[str | None] = set()
+        # Apps without rules never look at the request: serialise their answer now.
+        for plan in (*self._plans.values(), self._fallback):
+            if not plan.has_rules:
+                self._answer(plan, plan.app_id, ())
+
+    def plan(self, app_id: str | None) -> _AppPlan:
+        return self._plans.get(app_id, self._fallback) if app_id else self._fallback
+
+    def first_sighting_of_unknown(self, app_id: str | None) -> bool:
+        """True the first time an unknown app id asks this snapshot (bounded)."""
+        if app_id in self._unknown_seen or len(self._unknown_seen) >= _MAX_UNKNOWN_APPS_REMEMBERED:
+            return False
+        self._unknown_seen.add(app_id)
+        return True
+
+    def needs_request(self, app_id: str | None) -> bool:
+        """Whether the answer for this app depends on the worker's env or config."""
+        return self.plan(app_id).has_rules
+
+    def effective(
+        self, app_id: str | None, env: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> tuple[dict[str, EffectiveSetting], tuple[Rule, ...]]:
+        plan = self.plan(app_id)
+        matched = plan.matched(env, config)
+        return merge(plan.layers(matched)), matched
+
+    def answer(
+        self, app_id: str | None, env: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> Answer:
+        plan = self.plan(app_id)
+        matched = plan.matched(env, config) if plan.has_rules else ()
+        return self._answer(plan, app_id, matched)
+
+    def _answer(self, plan: _AppPlan, app_id: str | None, matched: tuple[Rule, ...]) -> Answer:
+        # The memo key uses the plan's identity (None for every unknown app) so that
+        # unknown app ids cannot grow the memo.
+        memo_key = (plan.app_id, tuple(id(rule) for rule in matched))
+        cached = self._memo.get(memo_key)
+        if cached is not None and plan.known:
+            return cached
+        body: dict[str, Any] = {
+            "configs": answer_items(merge(plan.layers(matched))),
+            "version": self.commit.sha,
+            "app_id": app_id,
+            "app_known": plan.known,
+            "applied_rules": [rule.name for rule in matched],
+        }
+        if not plan.known:
+            body["note"] = (
+                f"no apps/{app_id}.yaml in this commit: serving the global layer only"
+                if app_id
+                else "no appId in the request: serving the global layer only"
+            )
+        answer = Answer(
+            body=json.dumps(body, separators=(",", ":")).encode(),
+            app_known=plan.known,
+            applied_rules=tuple(rule.name for rule in matched),
+            env_names_used=tuple(sorted({name for rule in matched for name in rule.env_names})),
+        )
+        if plan.known:
+            with self._memo_lock:
+                if not matched or len(self._memo) < len(self._plans) + _MAX_CACHED_RULE_ANSWERS:
+                    self._memo[memo_key] = answer
+        return answer
+
+
+class SnapshotHolder:
+    """The one mutable cell: the snapshot being served. Replaced whole, never edited."""
+
+    def __init__(self) -> None:
+        self.current: Snapshot | None = None

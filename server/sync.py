@@ -1,0 +1,286 @@
+"""Keeps the served snapshot in step with the remote, off the event loop.
+
+One ``Syncer`` per app. Its git work (fetch, read trees, validate, build the
+snapshot) runs on a single-thread executor; the event loop only swaps the
+finished snapshot in. A fetch that fails or hangs (it is killed after
+``--git-timeout``) never touches the snapshot being served. A commit that fails
+validation is recorded as rejected and not retried until the ref moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from .config_issues import ConfigIssue
+from .errors import GitError
+from .git_mirror import DataDirLock, GitMirror
+from .lmcache_schema import Schema, load_schema
+from .repo_format import load_config_set
+from .settings import Settings
+from .snapshot import CommitInfo, Snapshot, SnapshotHolder
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Longest wait between polls while the remote keeps failing.
+MAX_BACKOFF_SECONDS = 300.0
+RECENT_SYNCS = 20
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SyncRecord:
+    trigger: str  # startup, poll, manual, ...
+    started_at: float
+    finished_at: float
+    result: str  # restored, updated, unchanged, rejected, failed
+    old_commit: str | None
+    new_commit: str | None
+    error: str | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Rejection:
+    commit: CommitInfo
+    issues: tuple[ConfigIssue, ...]
+    rejected_at: float
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "commit": self.commit.as_json(),
+            "rejected_at": self.rejected_at,
+            "errors": [str(issue) for issue in self.issues],
+        }
+
+
+@dataclasses.dataclass(kw_only=True)
+class SyncState:
+    """What /status reports about syncing. Touched only on the event loop."""
+
+    last_sync: SyncRecord | None = None
+    last_success_at: float | None = None
+    last_rejection: Rejection | None = None
+    consecutive_failures: int = 0
+    next_poll_at: float | None = None
+    task_error: str | None = None
+    recent: collections.deque[SyncRecord] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=RECENT_SYNCS)
+    )
+
+
+class Syncer:
+    def __init__(self, settings: Settings, holder: SnapshotHolder) -> None:
+        self.settings = settings
+        self.holder = holder
+        self.state = SyncState()
+        self.mirror = GitMirror(
+            remote=settings.repo,
+            data_dir=Path(settings.data_dir),
+            ref=settings.ref,
+            timeout=settings.git_timeout,
+        )
+        self._lock = DataDirLock(Path(settings.data_dir))
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._schema: Schema | None = None
+        self._sync_lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.first_attempt_done = asyncio.Event()
+
+    # -- lifecycle (driven by the app's cleanup_ctx) --
+
+    async def start(self) -> None:
+        self._lock.acquire()
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="git-sync")
+        self._task = asyncio.create_task(self._guarded_run(), name="config-sync")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._executor is not None:
+            # Waits for a git command in flight; each one is bounded by --git-timeout.
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: self._executor.shutdown(wait=True) if self._executor else None
+            )
+        self._lock.release()
+
+    async def _guarded_run(self) -> None:
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a dead sync loop must be loud and visible
+            log.exception("the sync task crashed; the last snapshot keeps serving")
+            self.state.task_error = f"{type(exc).__name__}: {exc}"
+            raise
+
+    async def _run(self) -> None:
+        await self._in_git_thread(self._load_schema)
+        await self.restore()
+        trigger = "startup"
+        while True:
+            await self.sync(trigger)
+            trigger = "poll"
+            self.first_attempt_done.set()
+            delay = self._next_delay()
+            self.state.next_poll_at = time.time() + delay
+            await asyncio.sleep(delay)
+
+    def _next_delay(self) -> float:
+        base = self.settings.poll_interval
+        if self.state.consecutive_failures:
+            base = min(base * 2 ** self.state.consecutive_failures, max(base, MAX_BACKOFF_SECONDS))
+        # Jitter so that replicas started together do not fetch in step.
+        return base * random.uniform(0.9, 1.1)  # noqa: S311 - not security related
+
+    async def _in_git_thread(self, func: Callable[..., T], *args: object) -> T:
+        assert self._executor is not None, "syncer not started"
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
+    def _load_schema(self) -> None:
+        self._schema = load_schema()
+        log.info("LMCache schema: %s (%d fields)", self._schema.source, len(self._schema.fields))
+
+    # -- building snapshots (git thread) --
+
+    def _build(self, sha: str) -> Snapshot | Rejection:
+        assert self._schema is not None
+        info, files, issues = self.mirror.read_commit(sha, self.settings.path)
+        prefix = f"{self.settings.path.strip('/')}/" if self.settings.path.strip("/") else ""
+        config_set, config_issues = load_config_set(files, self._schema, display_prefix=prefix)
+        all_issues = tuple(sorted((*issues, *config_issues)))
+        if config_set is None or all_issues:
+            return Rejection(commit=info, issues=all_issues, rejected_at=time.time())
+        return Snapshot(
+            commit=info,
+            config_set=config_set,
+            loaded_at=time.time(),
+            schema_source=self._schema.source,
+        )
+
+    def _restore_blocking(self) -> Snapshot | Rejection | None:
+        if not self.mirror.is_usable():
+            return None
+        sha = self.mirror.load_last_good()
+        if sha is None or not self.mirror.has_commit(sha):
+            try:
+                sha = self.mirror.resolve()
+            except GitError:
+                return None
+        return self._build(sha)
+
+    def _sync_blocking(self, served: str | None, rejected: str | None) -> Snapshot | Rejection | str:
+        """Fetch and build; returns a new snapshot, a rejection, or the unchanged sha."""
+        self.mirror.ensure()
+        self.mirror.fetch()
+        tip = self.mirror.resolve()
+        if tip in (served, rejected):
+            return tip
+        return self._build(tip)
+
+    # -- on the event loop --
+
+    def _served_sha(self) -> str | None:
+        snapshot = self.holder.current
+        return snapshot.commit.sha if snapshot else None
+
+    async def _publish(self, snapshot: Snapshot) -> None:
+        self.holder.current = snapshot
+        await self._in_git_thread(self.mirror.save_last_good, snapshot.commit.sha)
+
+    async def restore(self) -> None:
+        """Serve the last good commit from an existing mirror, before any network access."""
+        started = time.time()
+        outcome = await self._in_git_thread(self._restore_blocking)
+        if isinstance(outcome, Snapshot):
+            await self._publish(outcome)
+            log.info(
+                "serving %s from the local mirror (restored at startup)", outcome.commit.sha[:12]
+            )
+            self._record("startup", started, "restored", None, outcome.commit.sha)
+        elif isinstance(outcome, Rejection):
+            self._reject(outcome)
+
+    async def sync(self, trigger: str) -> SyncRecord:
+        """Fetch, validate and publish once. Concurrent calls wait for each other."""
+        async with self._sync_lock:
+            started = time.time()
+            old = self._served_sha()
+            rejected = self.state.last_rejection.commit.sha if self.state.last_rejection else None
+            try:
+                outcome = await self._in_git_thread(self._sync_blocking, old, rejected)
+            except GitError as exc:
+                self.state.consecutive_failures += 1
+                log.warning(
+                    "sync (%s) failed, still serving %s: %s",
+                    trigger,
+                    old[:12] if old else "nothing",
+                    exc.message,
+                )
+                return self._record(trigger, started, "failed", old, old, exc.message)
+            self.state.consecutive_failures = 0
+            self.state.last_success_at = time.time()
+            if isinstance(outcome, str):
+                result = "rejected" if outcome == rejected and outcome != old else "unchanged"
+                log.debug("sync (%s): %s at %s", trigger, result, outcome[:12])
+                return self._record(trigger, started, result, old, old)
+            if isinstance(outcome, Rejection):
+                self._reject(outcome)
+                return self._record(
+                    trigger, started, "rejected", old, old, f"{len(outcome.issues)} error(s)"
+                )
+            await self._publish(outcome)
+            log.info(
+                "sync (%s): now serving %s (was %s): %s",
+                trigger,
+                outcome.commit.sha[:12],
+                old[:12] if old else "nothing",
+                outcome.commit.subject,
+            )
+            return self._record(trigger, started, "updated", old, outcome.commit.sha)
+
+    def _reject(self, rejection: Rejection) -> None:
+        self.state.last_rejection = rejection
+        served = self._served_sha()
+        log.error(
+            "commit %s rejected (%d error(s)); still serving %s:\n  %s",
+            rejection.commit.sha[:12],
+            len(rejection.issues),
+            served[:12] if served else "nothing",
+            "\n  ".join(str(issue) for issue in rejection.issues),
+        )
+
+    def _record(
+        self,
+        trigger: str,
+        started: float,
+        result: str,
+        old: str | None,
+        new: str | None,
+        error: str | None = None,
+    ) -> SyncRecord:
+        record = SyncRecord(
+            trigger=trigger,
+            started_at=started,
+            finished_at=time.time(),
+            result=result,
+            old_commit=old,
+            new_commit=new,
+            error=error,
+        )
+        self.state.last_sync = record
+        self.state.recent.append(record)
+        return record
