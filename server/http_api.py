@@ -47,9 +47,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ConfigServerError as exc:
         return json_error(exc.status, exc.code, exc.message)
-    except web.HTTPRequestEntityTooLarge as exc:
+    except web.HTTPRequestEntityTooLarge:
         too_large = BodyTooLarge(
-            f"request body is larger than the limit of {exc.max_size} bytes"
+            f"request body is larger than the limit of {request.app[SETTINGS].max_body_bytes} "
+            "bytes (--max-body-bytes)"
         )
         return json_error(too_large.status, too_large.code, too_large.message)
     except web.HTTPException as exc:

@@ -287,7 +287,13 @@ def load_config_set(
             issues.append(ConfigIssue(path=display, line=1, column=1, message=f"not UTF-8: {exc}"))
             return None
         parser = _FileParser(display, text, schema)
-        parsed = parser.parse()
+        try:
+            parsed = parser.parse()
+        except Exception as exc:  # a loader bug must reject the commit, not crash the sync
+            parser.issues.append(
+                ConfigIssue(path=display, line=1, column=1, message=f"cannot load: {exc!r}")
+            )
+            parsed = None
         issues.extend(parser.issues)
         return parsed
 

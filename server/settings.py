@@ -189,9 +189,14 @@ def settings_table_markdown() -> str:
     """The settings table for the README (a test keeps the README in step)."""
     rows = ["| flag | environment variable | default | meaning |", "|---|---|---|---|"]
     for field in SETTING_FIELDS:
-        default = field.default if field.name != "data_dir" else "$XDG_STATE_HOME/lmcache-config-server"
+        if field.name == "data_dir":
+            default = "`$XDG_STATE_HOME/lmcache-config-server`"
+        elif isinstance(field.default, bool):
+            default = f"`{str(field.default).lower()}`"
+        else:
+            default = f"`{field.default}`" if field.default != "" else "(none)"
         rows.append(
-            f"| `{flag_name(field.name)}` | `{env_var_name(field.name)}` | `{default}` "
+            f"| `{flag_name(field.name)}` | `{env_var_name(field.name)}` | {default} "
             f"| {field.metadata['help']} |"
         )
     return "\n".join(rows)

@@ -17,6 +17,10 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .config_issues import ConfigIssue
 
+_STANDARD_TAGS = frozenset(
+    "tag:yaml.org,2002:" + name
+    for name in ("str", "int", "float", "bool", "null", "map", "seq", "merge", "timestamp")
+)
 # Aliases can make a small file expand enormously ("billion laughs"); cap the walk.
 MAX_NODES_PER_FILE = 100_000
 
@@ -52,6 +56,9 @@ class YamlFile:
             mark = exc.problem_mark or exc.context_mark
             line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
             reason = " ".join(part for part in (exc.context, exc.problem) if part)
+            context = exc.context_mark
+            if context is not None and mark is not None and context.line != mark.line:
+                reason += f" (the construct began on line {context.line + 1})"
             self._add(line, column, f"YAML syntax error: {reason}")
             return
         except yaml.YAMLError as exc:
@@ -90,6 +97,9 @@ class YamlFile:
                 return
             first_visit = id(node) not in checked
             checked.add(id(node))
+            if first_visit and node.tag not in _STANDARD_TAGS:
+                self.report(node, f"YAML tag {node.tag} is not allowed in config files")
+                self.root = None
             if isinstance(node, MappingNode):
                 seen: dict[str, int] = {}
                 for key_node, value_node in node.value:
