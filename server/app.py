@@ -23,9 +23,7 @@ async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(
-        middlewares=[error_middleware], client_max_size=settings.max_body_bytes
-    )
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
     holder = SnapshotHolder()
     app[SETTINGS] = settings
     app[SNAPSHOTS] = holder

@@ -216,7 +216,8 @@ class GitMirror:
                 elif item.type == "tree" and item.name == APPS_DIR:
                     for child in item.traverse():
                         if isinstance(child, Blob):
-                            relative = child.path[len(prefix) :] if prefix else child.path
+                            full_path = str(child.path)
+                            relative = full_path[len(prefix) :] if prefix else full_path
                             _read_blob(child, relative, prefix, files, issues)
         return info, files, issues
 
@@ -228,7 +229,11 @@ class GitMirror:
         except (OSError, ValueError):
             return None
         sha = state.get("last_good") if isinstance(state, dict) else None
-        if isinstance(sha, str) and _SHA_RE.match(sha) and state.get("remote") == self.remote_for_display:
+        if (
+            isinstance(sha, str)
+            and _SHA_RE.match(sha)
+            and state.get("remote") == self.remote_for_display
+        ):
             return sha
         return None
 

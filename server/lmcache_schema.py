@@ -128,7 +128,9 @@ def _check_scalar(kind: str, value: Any, what: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
-            raise ValueProblem(f"{what} must be an integer, got the string {value!r}; remove the quotes")
+            raise ValueProblem(
+                f"{what} must be an integer, got the string {value!r}; remove the quotes"
+            )
         raise ValueProblem(f"{what} must be an integer, got {_type_name(value)} {value!r}")
     if kind == "float":
         if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -154,9 +154,7 @@ class _FileParser:
     def _unknown(self, node: Node, key: str, allowed: tuple[str, ...], what: str) -> None:
         close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        self.yaml.report(
-            node, f"unknown {what} '{key}'; {hint}allowed: {', '.join(allowed)}"
-        )
+        self.yaml.report(node, f"unknown {what} '{key}'; {hint}allowed: {', '.join(allowed)}")
 
     def _settings(self, sections: Mapping[str, Node], rule: str | None) -> list[Setting]:
         found: dict[str, tuple[bool, int]] = {}
@@ -221,10 +219,14 @@ class _FileParser:
             conditions = self._conditions(parts["when"], name)
             settings = self._settings(parts, rule=name)
             if "defaults" not in parts and "overrides" not in parts:
-                self.yaml.report(rule_node, f"rule '{name}' sets nothing: add defaults or overrides")
+                self.yaml.report(
+                    rule_node, f"rule '{name}' sets nothing: add defaults or overrides"
+                )
             origin = Origin(path=self.path, line=line, rule=name)
             rules.append(
-                Rule(name=name, origin=origin, conditions=tuple(conditions), settings=tuple(settings))
+                Rule(
+                    name=name, origin=origin, conditions=tuple(conditions), settings=tuple(settings)
+                )
             )
         return rules
 
@@ -334,4 +336,3 @@ def load_config_set(
 def config_paths(relative: str) -> bool:
     """Whether a path (relative to the config root) is part of the config set."""
     return relative in {GLOBAL_FILE, "global.yml"} or relative.startswith(APPS_DIR + "/")
-

@@ -76,9 +76,7 @@ class Settings:
     max_body_bytes: int = _setting(
         256 * 1024, "Largest /config request body accepted, in bytes.", metavar="BYTES"
     )
-    log_level: str = _setting(
-        "info", "Log level: debug, info, warning or error.", metavar="LEVEL"
-    )
+    log_level: str = _setting("info", "Log level: debug, info, warning or error.", metavar="LEVEL")
     access_log: bool = _setting(
         True,
         "Log one line per /config answer (app, commit, rules applied, status, duration). "

@@ -142,7 +142,7 @@ class Syncer:
     def _next_delay(self) -> float:
         base = self.settings.poll_interval
         if self.state.consecutive_failures:
-            base = min(base * 2 ** self.state.consecutive_failures, max(base, MAX_BACKOFF_SECONDS))
+            base = min(base * 2**self.state.consecutive_failures, max(base, MAX_BACKOFF_SECONDS))
         # Jitter so that replicas started together do not fetch in step.
         return base * random.uniform(0.9, 1.1)  # noqa: S311 - not security related
 
@@ -182,7 +182,9 @@ class Syncer:
                 return None
         return self._build(sha)
 
-    def _sync_blocking(self, served: str | None, rejected: str | None) -> Snapshot | Rejection | str:
+    def _sync_blocking(
+        self, served: str | None, rejected: str | None
+    ) -> Snapshot | Rejection | str:
         """Fetch and build; returns a new snapshot, a rejection, or the unchanged sha."""
         self.mirror.ensure()
         self.mirror.fetch()
@@ -263,7 +265,7 @@ class Syncer:
             "\n  ".join(str(issue) for issue in rejection.issues),
         )
 
-    def _record(
+    def _record(  # noqa: PLR0917 - private, called with the record's fields in order
         self,
         trigger: str,
         started: float,

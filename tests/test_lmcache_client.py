@@ -25,9 +25,7 @@ async def run_worker(
 ) -> dict[str, Any]:
     config_file = tmp_path / f"worker-{len(list(tmp_path.glob('worker-*')))}.yaml"
     config_file.write_text(json.dumps({"remote_config_url": url, **local}))  # JSON is YAML
-    worker_env = {
-        key: value for key, value in os.environ.items() if not key.startswith("LMCACHE_")
-    }
+    worker_env = {key: value for key, value in os.environ.items() if not key.startswith("LMCACHE_")}
     worker_env.update(env or {})
     worker_env["LMCACHE_CONFIG_FILE"] = str(config_file)
     process = await asyncio.create_subprocess_exec(
@@ -87,9 +85,7 @@ async def test_unknown_app_gets_global_layer(
     assert config["extra_config"] is None
 
 
-async def test_extra_config_merge_and_replace(
-    tmp_path: Path, start_server: ServerFactory
-) -> None:
+async def test_extra_config_merge_and_replace(tmp_path: Path, start_server: ServerFactory) -> None:
     repo = ConfigRepo(tmp_path / "repo")
     repo.commit_files(
         {
@@ -126,7 +122,9 @@ async def test_rules_see_the_worker_environment(
         }
     )
     server = await start_server(repo.path)
-    h100 = await run_worker(tmp_path, server.url, {**FINITE, "app_id": "gpu"}, {"GPU_TYPE": "H100-SXM"})
+    h100 = await run_worker(
+        tmp_path, server.url, {**FINITE, "app_id": "gpu"}, {"GPU_TYPE": "H100-SXM"}
+    )
     a10 = await run_worker(tmp_path, server.url, {**FINITE, "app_id": "gpu"}, {"GPU_TYPE": "A10"})
     assert (h100["config"]["max_local_cpu_size"], h100["config"]["local_cpu_use_hugepages"]) == (
         40.0,

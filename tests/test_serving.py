@@ -12,7 +12,9 @@ def items(answer: dict) -> dict[str, tuple[object, bool]]:
     return {item["key"]: (item["value"], item["override"]) for item in answer["configs"]}
 
 
-async def test_known_app_gets_layered_answer(config_repo: ConfigRepo, start_server: ServerFactory) -> None:
+async def test_known_app_gets_layered_answer(
+    config_repo: ConfigRepo, start_server: ServerFactory
+) -> None:
     server = await start_server(config_repo.path)
     status, answer = await server.config("test-app")
     assert status == 200
@@ -28,7 +30,9 @@ async def test_known_app_gets_layered_answer(config_repo: ConfigRepo, start_serv
     assert [item["key"] for item in answer["configs"]] == sorted(items(answer))
 
 
-async def test_version_header_matches_body(config_repo: ConfigRepo, start_server: ServerFactory) -> None:
+async def test_version_header_matches_body(
+    config_repo: ConfigRepo, start_server: ServerFactory
+) -> None:
     server = await start_server(config_repo.path)
     response = await server.client.get("/config", params={"appId": "test-app"})
     body = await response.json()
@@ -36,7 +40,9 @@ async def test_version_header_matches_body(config_repo: ConfigRepo, start_server
     assert response.content_type == "application/json"
 
 
-async def test_post_is_answered_like_get(config_repo: ConfigRepo, start_server: ServerFactory) -> None:
+async def test_post_is_answered_like_get(
+    config_repo: ConfigRepo, start_server: ServerFactory
+) -> None:
     server = await start_server(config_repo.path)
     get = await server.client.get("/config", params={"appId": "test-app"}, json={})
     post = await server.client.post("/config", params={"appId": "test-app"}, json={})
@@ -151,7 +157,9 @@ async def test_extra_config_merges_across_layers(tmp_path, start_server: ServerF
     assert override is True
 
 
-async def test_malformed_requests_get_json_4xx(config_repo: ConfigRepo, start_server: ServerFactory) -> None:
+async def test_malformed_requests_get_json_4xx(
+    config_repo: ConfigRepo, start_server: ServerFactory
+) -> None:
     server = await start_server(config_repo.path)
     cases = [
         ({"appId": "test-app"}, b"{not json", "malformed_body"),
@@ -172,7 +180,9 @@ async def test_malformed_requests_get_json_4xx(config_repo: ConfigRepo, start_se
         assert error["message"]
 
 
-async def test_oversized_body_gets_413(config_repo: ConfigRepo, start_server: ServerFactory) -> None:
+async def test_oversized_body_gets_413(
+    config_repo: ConfigRepo, start_server: ServerFactory
+) -> None:
     server = await start_server(config_repo.path, max_body_bytes=4096)
     response = await server.client.post(
         "/config", params={"appId": "test-app"}, data=b"{" + b" " * 10_000 + b"}"
@@ -181,7 +191,9 @@ async def test_oversized_body_gets_413(config_repo: ConfigRepo, start_server: Se
     assert (await response.json())["error"]["code"] == "body_too_large"
 
 
-async def test_unknown_route_and_method_are_json(config_repo: ConfigRepo, start_server: ServerFactory) -> None:
+async def test_unknown_route_and_method_are_json(
+    config_repo: ConfigRepo, start_server: ServerFactory
+) -> None:
     server = await start_server(config_repo.path)
     response = await server.client.get("/nope")
     assert response.status == 404

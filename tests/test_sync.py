@@ -51,7 +51,10 @@ async def test_change_then_revert(config_repo: ConfigRepo, start_server: ServerF
 
 
 BAD_COMMITS = {
-    "unknown key": ({"apps/test-app.yaml": "overrides:\n  chunk_sise: 1\n"}, "apps/test-app.yaml:2:3:"),
+    "unknown key": (
+        {"apps/test-app.yaml": "overrides:\n  chunk_sise: 1\n"},
+        "apps/test-app.yaml:2:3:",
+    ),
     "wrong type": ({"global.yaml": "defaults:\n  local_cpu: 'yes'\n"}, "global.yaml:2:14:"),
     "syntax": ({"apps/test-app.yaml": "overrides: [\n"}, "apps/test-app.yaml:2:1:"),
     "duplicate key": (
@@ -111,7 +114,9 @@ async def test_all_errors_of_a_commit_are_reported(
     ]
 
 
-async def test_first_commit_bad_means_not_ready(tmp_path: Path, start_server: ServerFactory) -> None:
+async def test_first_commit_bad_means_not_ready(
+    tmp_path: Path, start_server: ServerFactory
+) -> None:
     repo = ConfigRepo(tmp_path / "repo")
     repo.commit_files({"global.yaml": "defaults: {chunk_size: 'x'}\n"})
     server = await start_server(repo.path)
@@ -124,7 +129,9 @@ async def test_first_commit_bad_means_not_ready(tmp_path: Path, start_server: Se
     assert (await server.config())[0] == 200
 
 
-async def test_path_option_serves_a_subdirectory(tmp_path: Path, start_server: ServerFactory) -> None:
+async def test_path_option_serves_a_subdirectory(
+    tmp_path: Path, start_server: ServerFactory
+) -> None:
     repo = ConfigRepo(tmp_path / "repo")
     repo.commit_files({"lmcache/apps/a.yaml": "overrides: {chunk_size: 64}\n", "README.md": "x"})
     server = await start_server(repo.path, path="lmcache")

@@ -26,9 +26,10 @@ def one_problem(files: dict[str, str]) -> str:
 
 
 def test_valid_repo_has_no_problems() -> None:
-    assert problems(
-        {
-            "global.yaml": """
+    assert (
+        problems(
+            {
+                "global.yaml": """
                 defaults:
                   chunk_size: 256
                   blend_thresholds: [0.1, 2]
@@ -36,17 +37,19 @@ def test_valid_repo_has_no_problems() -> None:
                 overrides:
                   local_disk: null
             """,
-            "apps/a.b_c-1.yaml": """
+                "apps/a.b_c-1.yaml": """
                 rules:
                   - name: r
                     when: {env: {HOST: "gpu-*"}, config: {chunk_size: 256, remote_serde: "na*"}}
                     overrides: {extra_config: {nested: {x: [1, 2]}}}
             """,
-            "apps/README.md": "notes for authors",
-            "README.md": "ignored",
-            "profiles/other.yaml": "ignored: true",
-        }
-    ) == []
+                "apps/README.md": "notes for authors",
+                "README.md": "ignored",
+                "profiles/other.yaml": "ignored: true",
+            }
+        )
+        == []
+    )
 
 
 def test_unknown_key_suggests_nearest() -> None:
@@ -64,18 +67,33 @@ def test_deprecated_alias_is_named() -> None:
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        ('local_cpu: "yes"', "2:14: error: 'local_cpu' must be true or false, got the string 'yes'"),
+        (
+            'local_cpu: "yes"',
+            "2:14: error: 'local_cpu' must be true or false, got the string 'yes'",
+        ),
         ("local_cpu: 1", "2:14: error: 'local_cpu' must be true or false, got integer 1"),
-        ('chunk_size: "14"', "2:15: error: 'chunk_size' must be an integer, got the string '14'; remove the quotes"),
+        (
+            'chunk_size: "14"',
+            "2:15: error: 'chunk_size' must be an integer, got the string '14'; remove the quotes",
+        ),
         ("chunk_size: 1.5", "2:15: error: 'chunk_size' must be an integer, got number 1.5"),
         ("max_local_cpu_size: .inf", "2:23: error: 'max_local_cpu_size' must be a finite number"),
-        ("remote_serde: no", "2:17: error: 'remote_serde' must be a string, got boolean False (YAML reads"),
+        (
+            "remote_serde: no",
+            "2:17: error: 'remote_serde' must be a string, got boolean False (YAML reads",
+        ),
         ("remote_url: 2024-01-01", "2:15: error: 'remote_url' must be a string, got date"),
         ("lmcache_worker_ports: 8000", "2:25: error: 'lmcache_worker_ports' must be a list of int"),
-        ("lmcache_worker_ports: [1, x]", "2:25: error: item 1 of 'lmcache_worker_ports' must be an integer"),
+        (
+            "lmcache_worker_ports: [1, x]",
+            "2:25: error: item 1 of 'lmcache_worker_ports' must be an integer",
+        ),
         ("extra_config: [1]", "2:17: error: 'extra_config' must be a mapping, got list"),
         ("chunk_size: null", "2:15: error: 'chunk_size' cannot be null"),
-        ("hidden_states_retrieve_mode: loose", "2:32: error: 'hidden_states_retrieve_mode' must be one of"),
+        (
+            "hidden_states_retrieve_mode: loose",
+            "2:32: error: 'hidden_states_retrieve_mode' must be one of",
+        ),
     ],
 )
 def test_wrong_types(line: str, expected: str) -> None:
@@ -127,9 +145,13 @@ def test_rule_problems() -> None:
         }
     )
     assert "global.yaml:3:23: error: env condition 'GPU' must be a string or glob" in found[0]
-    assert any("global.yaml:5:5: error: duplicate rule name 'a' (first on line 2)" in p for p in found)
+    assert any(
+        "global.yaml:5:5: error: duplicate rule name 'a' (first on line 2)" in p for p in found
+    )
     assert any("global.yaml:5:5: error: rule 'a' sets nothing" in p for p in found)
-    assert any("global.yaml:6:21: error: unknown LMCache config key 'chunk_sizes'" in p for p in found)
+    assert any(
+        "global.yaml:6:21: error: unknown LMCache config key 'chunk_sizes'" in p for p in found
+    )
     assert any("global.yaml:11:33: error: 'chunk_size' must be an integer" in p for p in found)
     # A string pattern against a bool field is a glob over "true"/"false": allowed.
     assert not any(":8:" in p for p in found)
@@ -166,8 +188,12 @@ def test_duplicate_keys_anywhere() -> None:
 
 
 def test_key_in_both_defaults_and_overrides() -> None:
-    message = one_problem({"global.yaml": "defaults: {chunk_size: 1}\noverrides: {chunk_size: 2}\n"})
-    assert message.startswith("global.yaml:2:13: error: 'chunk_size' is in both defaults and overrides")
+    message = one_problem(
+        {"global.yaml": "defaults: {chunk_size: 1}\noverrides: {chunk_size: 2}\n"}
+    )
+    assert message.startswith(
+        "global.yaml:2:13: error: 'chunk_size' is in both defaults and overrides"
+    )
 
 
 @pytest.mark.parametrize(
