@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = logging.getLogger("server")
     log.info(
         "serving %s (ref %s%s) on http://%s:%d, data dir %s",
-        settings.repo,
+        redact(settings.repo),
         settings.ref,
         f", path {settings.path}" if settings.path else "",
         settings.host,
