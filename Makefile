@@ -10,7 +10,7 @@ PORT ?= 8088
 GIT_AS_MAKE := git -c user.name="lmcache-config-server example" -c user.email=example@localhost \
 	-c commit.gpgsign=false
 
-.PHONY: run test lint fmt example-repo clean help
+.PHONY: run test lint fmt docs example-repo clean help
 
 help:
 	@echo "make run          start the server on the bundled example repo (port $(PORT))"
@@ -52,6 +52,9 @@ lint: $(STAMP)
 fmt: $(STAMP)
 	$(BIN)/ruff format server tests
 	$(BIN)/ruff check --fix server tests
+
+docs: $(STAMP)
+	$(BIN)/python scripts/update_docs.py
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR)

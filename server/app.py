@@ -7,11 +7,13 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from .appkeys import SETTINGS, SNAPSHOTS, STARTED_AT, SYNCER
-from .http_api import add_routes, error_middleware
+from . import http_api, sync_api
+from .appkeys import SETTINGS, SNAPSHOTS, STARTED_AT, SYNCER, WEBHOOKS
 from .settings import Settings
 from .snapshot import SnapshotHolder
 from .sync import Syncer
+from .upstream_watch import RefWatcher, local_git_dir
+from .webhooks import WebhookReceiver, load_webhook_secret
 
 
 async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -22,13 +24,33 @@ async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
     await syncer.stop()
 
 
+async def watch_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Watch a local upstream's refs so a commit is served without waiting for a poll."""
+    settings = app[SETTINGS]
+    git_dir = local_git_dir(settings.repo) if settings.watch else None
+    if git_dir is None:
+        yield
+        return
+    syncer = app[SYNCER]
+    watcher = RefWatcher(git_dir, lambda: syncer.request_sync("watch"))
+    watcher.start()
+    syncer.state.watching = str(git_dir)
+    yield
+    await watcher.stop()
+
+
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[http_api.error_middleware], client_max_size=settings.max_body_bytes
+    )
     holder = SnapshotHolder()
+    app[WEBHOOKS] = WebhookReceiver(load_webhook_secret(settings), settings.ref)
     app[SETTINGS] = settings
     app[SNAPSHOTS] = holder
     app[SYNCER] = Syncer(settings, holder)
     app[STARTED_AT] = time.time()
     app.cleanup_ctx.append(sync_ctx)
-    add_routes(app)
+    app.cleanup_ctx.append(watch_ctx)
+    http_api.add_routes(app)
+    sync_api.add_routes(app)
     return app

@@ -7,8 +7,10 @@ from aiohttp import web
 from .settings import Settings
 from .snapshot import SnapshotHolder
 from .sync import Syncer
+from .webhooks import WebhookReceiver
 
 SETTINGS = web.AppKey("settings", Settings)
 SNAPSHOTS = web.AppKey("snapshots", SnapshotHolder)
 SYNCER = web.AppKey("syncer", Syncer)
 STARTED_AT = web.AppKey("started_at", float)
+WEBHOOKS = web.AppKey("webhooks", WebhookReceiver)

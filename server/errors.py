@@ -8,6 +8,9 @@ code; one middleware (``http_api.error_middleware``) turns them into JSON::
     │   ├── MalformedBody (400, malformed_body)
     │   ├── InvalidAppId (400, invalid_app_id)
     │   └── BodyTooLarge (413, body_too_large)
+    ├── Unauthorized (401, unauthorized)
+    ├── Forbidden (403, forbidden)
+    │   └── WebhookDisabled (403, webhook_disabled)
     ├── UnknownApp (404, unknown_app)
     ├── NotReady (503, not_ready)
     ├── SettingsError (startup only: bad flags or environment)
@@ -48,6 +51,20 @@ class InvalidAppId(RequestError):
 class BodyTooLarge(RequestError):
     status = 413
     code = "body_too_large"
+
+
+class Unauthorized(ConfigServerError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ConfigServerError):
+    status = 403
+    code = "forbidden"
+
+
+class WebhookDisabled(Forbidden):
+    code = "webhook_disabled"
 
 
 class UnknownApp(ConfigServerError):

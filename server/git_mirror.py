@@ -60,6 +60,10 @@ def _git_error(action: str, exc: Exception) -> GitError:
     return GitError(redact(f"{action} failed: {detail or type(exc).__name__}"))
 
 
+class MirrorDamaged(GitError):
+    """Objects the mirror should hold are missing or unreadable (e.g. killed mid-fetch)."""
+
+
 class DataDirLock:
     """An exclusive lock on the data directory: two servers must not share a mirror."""
 
@@ -88,12 +92,20 @@ class DataDirLock:
 
 
 class GitMirror:
-    def __init__(self, *, remote: str, data_dir: Path, ref: str, timeout: float) -> None:
+    def __init__(
+        self, *, remote: str, data_dir: Path, ref: str, timeout: float, depth: int = 0
+    ) -> None:
         self.remote = normalise_remote(remote)
         self.path = data_dir / "mirror.git"
         self.state_path = data_dir / "state.json"
         self.ref = ref
         self.timeout = timeout
+        self.depth = depth
+
+    @property
+    def ref_is_commit(self) -> bool:
+        """Whether --ref pins a full commit sha (which can never move)."""
+        return bool(_SHA_RE.match(self.ref))
 
     @property
     def remote_for_display(self) -> str:
@@ -144,19 +156,41 @@ class GitMirror:
         scratch.rename(self.path)
         return True
 
+    def discard(self) -> None:
+        """Remove the mirror entirely; the next ``ensure`` starts over."""
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def remove_stale_locks(self) -> list[str]:
+        """Delete git ``*.lock`` files; only safe while holding the data dir lock."""
+        if not self.path.is_dir():
+            return []
+        removed = []
+        for lock_file in self.path.rglob("*.lock"):
+            if lock_file.is_file():
+                lock_file.unlink()
+                removed.append(str(lock_file.relative_to(self.path)))
+        return removed
+
     def fetch(self) -> None:
+        options = ["--prune", "--no-tags", "--quiet"]
+        if self.depth > 0:
+            options.append(f"--depth={self.depth}")
         try:
             with self._open() as repo:
-                repo.git.fetch(
-                    "--prune",
-                    "--no-tags",
-                    "--quiet",
-                    "origin",
-                    *FETCH_REFSPECS,
-                    kill_after_timeout=self.timeout,
-                )
+                repo.git.fetch(*options, "origin", *FETCH_REFSPECS, kill_after_timeout=self.timeout)
+                if self.ref_is_commit and not self._has(repo, self.ref):
+                    # A pinned commit that no branch or tag reaches (or beyond --depth):
+                    # ask for it by id, which most servers allow for reachable commits.
+                    repo.git.fetch(*options, "origin", self.ref, kill_after_timeout=self.timeout)
         except git.GitError as exc:
             raise _git_error(f"fetch from {self.remote_for_display}", exc) from None
+
+    @staticmethod
+    def _has(repo: Repo, sha: str) -> bool:
+        found = repo.git.rev_parse(
+            "--verify", "--quiet", f"{sha}^{{commit}}", with_exceptions=False
+        )
+        return bool(found)
 
     def resolve(self) -> str:
         """The commit sha the configured ref points at in the mirror."""
@@ -170,19 +204,32 @@ class GitMirror:
                 )
                 if sha:
                     return str(sha)
-        raise GitError(f"ref '{self.ref}' not found in {self.remote_for_display}")
+        raise GitError(
+            f"ref '{self.ref}' not found in {self.remote_for_display} "
+            "(no such branch, tag or commit; deleted?)"
+        )
 
     def has_commit(self, sha: str) -> bool:
         with self._open() as repo:
-            found = repo.git.rev_parse(
-                "--verify", "--quiet", f"{sha}^{{commit}}", with_exceptions=False
-            )
-        return bool(found)
+            return self._has(repo, sha)
 
     def read_commit(
         self, sha: str, subdir: str
     ) -> tuple[CommitInfo, dict[str, bytes], list[ConfigIssue]]:
-        """The commit's metadata, its config files below ``subdir``, and tree-level issues."""
+        """The commit's metadata, its config files below ``subdir``, and tree-level issues.
+
+        Raises MirrorDamaged when objects of the commit cannot be read.
+        """
+        try:
+            return self._read_commit(sha, subdir)
+        except (git.GitError, ValueError, OSError, AssertionError) as exc:
+            raise MirrorDamaged(
+                redact(f"cannot read commit {sha[:12]} from the mirror: {exc!r}")
+            ) from None
+
+    def _read_commit(
+        self, sha: str, subdir: str
+    ) -> tuple[CommitInfo, dict[str, bytes], list[ConfigIssue]]:
         files: dict[str, bytes] = {}
         issues: list[ConfigIssue] = []
         with self._open() as repo:

@@ -27,8 +27,11 @@ def _default_data_dir() -> str:
     return str(Path(state_home) / "lmcache-config-server")
 
 
-def _setting(default: Any, help: str, *, metavar: str | None = None) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help, "metavar": metavar})
+def _setting(default: Any, help: str, *, metavar: str | None = None, secret: bool = False) -> Any:
+    # Secrets stay out of repr(), so a logged Settings object never shows them.
+    return dataclasses.field(
+        default=default, repr=not secret, metadata={"help": help, "metavar": metavar}
+    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -41,7 +44,12 @@ class Settings:
         "path. Required.",
         metavar="URL_OR_PATH",
     )
-    ref: str = _setting("main", "Branch or tag of the config repository to serve.", metavar="REF")
+    ref: str = _setting(
+        "main",
+        "Branch, tag or full commit sha of the config repository to serve. A sha pin is "
+        "never polled.",
+        metavar="REF",
+    )
     path: str = _setting(
         "",
         "Subdirectory of the repository that holds global.yaml and apps/ (default: the root).",
@@ -62,6 +70,34 @@ class Settings:
     )
     poll_interval: float = _setting(
         30.0, "Seconds between fetches of the remote.", metavar="SECONDS"
+    )
+    max_backoff: float = _setting(
+        300.0,
+        "Longest wait between polls while the remote keeps failing (the wait doubles per "
+        "failure, from --poll-interval up to this).",
+        metavar="SECONDS",
+    )
+    depth: int = _setting(
+        0,
+        "Shallow fetches of this many commits (0: full history). Speeds up large repositories.",
+        metavar="N",
+    )
+    watch: bool = _setting(
+        True,
+        "When --repo is a local path or file:// URL, watch its refs and sync at once on a change.",
+    )
+    webhook_secret: str = _setting(
+        "",
+        "Shared secret for /webhook/* (GitHub and Gitea HMAC signatures, GitLab token). "
+        "Webhooks are refused while no secret is set. Prefer the environment variable or "
+        "--webhook-secret-file: command lines are visible to other users.",
+        metavar="SECRET",
+        secret=True,
+    )
+    webhook_secret_file: str = _setting(
+        "",
+        "File holding the webhook secret (e.g. a mounted Kubernetes Secret); read at startup.",
+        metavar="FILE",
     )
     git_timeout: float = _setting(
         60.0,
@@ -173,6 +209,12 @@ def check_settings(settings: Settings) -> None:
         raise SettingsError(f"--port must be 1-65535, got {settings.port}")
     if settings.poll_interval <= 0:
         raise SettingsError("--poll-interval must be a positive number of seconds")
+    if settings.max_backoff <= 0:
+        raise SettingsError("--max-backoff must be a positive number of seconds")
+    if settings.depth < 0:
+        raise SettingsError("--depth must be 0 (full history) or a positive number of commits")
+    if settings.webhook_secret and settings.webhook_secret_file:
+        raise SettingsError("give --webhook-secret or --webhook-secret-file, not both")
     if settings.git_timeout <= 0:
         raise SettingsError("--git-timeout must be a positive number of seconds")
     if settings.max_body_bytes < 1024:

@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from .config_issues import ConfigIssue
 from .errors import GitError
-from .git_mirror import DataDirLock, GitMirror
+from .git_mirror import DataDirLock, GitMirror, MirrorDamaged
 from .lmcache_schema import Schema, load_schema
 from .repo_format import load_config_set
 from .settings import Settings
@@ -32,8 +32,6 @@ from .snapshot import CommitInfo, Snapshot, SnapshotHolder
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Longest wait between polls while the remote keeps failing.
-MAX_BACKOFF_SECONDS = 300.0
 RECENT_SYNCS = 20
 
 
@@ -74,6 +72,9 @@ class SyncState:
     last_rejection: Rejection | None = None
     consecutive_failures: int = 0
     next_poll_at: float | None = None
+    backoff_seconds: float = 0.0
+    coalesced: int = 0  # sync requests folded into one already queued
+    watching: str | None = None  # the local upstream git dir being watched
     task_error: str | None = None
     recent: collections.deque[SyncRecord] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=RECENT_SYNCS)
@@ -81,6 +82,8 @@ class SyncState:
 
 
 class Syncer:
+    """Runs syncs one at a time: at most one running and one queued, whatever the triggers."""
+
     def __init__(self, settings: Settings, holder: SnapshotHolder) -> None:
         self.settings = settings
         self.holder = holder
@@ -90,12 +93,16 @@ class Syncer:
             data_dir=Path(settings.data_dir),
             ref=settings.ref,
             timeout=settings.git_timeout,
+            depth=settings.depth,
         )
         self._lock = DataDirLock(Path(settings.data_dir))
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._schema: Schema | None = None
         self._sync_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._queued_trigger: str | None = None
+        self._waiters: list[asyncio.Future[SyncRecord]] = []
         self.first_attempt_done = asyncio.Event()
 
     # -- lifecycle (driven by the app's cleanup_ctx) --
@@ -110,11 +117,12 @@ class Syncer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        for waiter in self._waiters:
+            waiter.cancel()
         if self._executor is not None:
             # Waits for a git command in flight; each one is bounded by --git-timeout.
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: self._executor.shutdown(wait=True) if self._executor else None
-            )
+            executor = self._executor
+            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
         self._lock.release()
 
     async def _guarded_run(self) -> None:
@@ -128,31 +136,68 @@ class Syncer:
             raise
 
     async def _run(self) -> None:
-        await self._in_git_thread(self._load_schema)
+        await self._in_git_thread(self._prepare)
         await self.restore()
         trigger = "startup"
         while True:
-            await self.sync(trigger)
-            trigger = "poll"
+            waiters, self._waiters = self._waiters, []
+            record = await self.sync(trigger)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(record)
             self.first_attempt_done.set()
-            delay = self._next_delay()
-            self.state.next_poll_at = time.time() + delay
-            await asyncio.sleep(delay)
+            trigger = await self._wait_for_trigger()
 
-    def _next_delay(self) -> float:
+    async def _wait_for_trigger(self) -> str:
+        """Sleep until the next poll, or until someone asks for a sync; return the trigger."""
+        delay = self._next_delay()
+        self.state.next_poll_at = time.time() + delay if delay is not None else None
+        if not self._wake.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+        self._wake.clear()
+        trigger, self._queued_trigger = self._queued_trigger, None
+        return trigger or "poll"
+
+    def _next_delay(self) -> float | None:
+        """Seconds to the next poll; None when the ref is a commit that is already served."""
+        if self.mirror.ref_is_commit and self._served_sha() == self.settings.ref:
+            return None  # a pinned commit cannot change: nothing to poll
         base = self.settings.poll_interval
-        if self.state.consecutive_failures:
-            base = min(base * 2**self.state.consecutive_failures, max(base, MAX_BACKOFF_SECONDS))
+        failures = self.state.consecutive_failures
+        if failures:
+            cap = max(base, self.settings.max_backoff)
+            base = min(base * 2**failures, cap)
+        self.state.backoff_seconds = base if failures else 0.0
         # Jitter so that replicas started together do not fetch in step.
         return base * random.uniform(0.9, 1.1)  # noqa: S311 - not security related
+
+    def request_sync(self, trigger: str) -> None:
+        """Ask for a sync soon, without waiting. Bursts coalesce into one queued sync."""
+        if self._queued_trigger is None:
+            self._queued_trigger = trigger
+        else:
+            self.state.coalesced += 1
+        self._wake.set()
+
+    async def refresh(self, trigger: str) -> SyncRecord:
+        """Ask for a sync and wait for one that started after this call."""
+        waiter: asyncio.Future[SyncRecord] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self.request_sync(trigger)
+        return await waiter
 
     async def _in_git_thread(self, func: Callable[..., T], *args: object) -> T:
         assert self._executor is not None, "syncer not started"
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
-    def _load_schema(self) -> None:
+    def _prepare(self) -> None:
         self._schema = load_schema()
         log.info("LMCache schema: %s (%d fields)", self._schema.source, len(self._schema.fields))
+        # We hold the data dir lock, so any git lock file in the mirror is a leftover of a
+        # process killed mid-fetch; left in place it would fail every later fetch.
+        for leftover in self.mirror.remove_stale_locks():
+            log.warning("removed stale git lock file %s (left by an interrupted fetch)", leftover)
 
     # -- building snapshots (git thread) --
 
@@ -175,23 +220,35 @@ class Syncer:
         if not self.mirror.is_usable():
             return None
         sha = self.mirror.load_last_good()
-        if sha is None or not self.mirror.has_commit(sha):
-            try:
+        try:
+            if sha is None or not self.mirror.has_commit(sha):
                 sha = self.mirror.resolve()
-            except GitError:
-                return None
-        return self._build(sha)
+            return self._build(sha)
+        except MirrorDamaged as exc:
+            log.error("local mirror is damaged (%s); it will be cloned again", exc.message)
+            self.mirror.discard()
+            return None
+        except GitError:
+            return None
 
     def _sync_blocking(
         self, served: str | None, rejected: str | None
     ) -> Snapshot | Rejection | str:
         """Fetch and build; returns a new snapshot, a rejection, or the unchanged sha."""
         self.mirror.ensure()
-        self.mirror.fetch()
+        if not (self.mirror.ref_is_commit and served == self.settings.ref):
+            self.mirror.fetch()
         tip = self.mirror.resolve()
         if tip in (served, rejected):
             return tip
-        return self._build(tip)
+        try:
+            return self._build(tip)
+        except MirrorDamaged:
+            # Objects we need are unreadable: start over from the remote, once.
+            self.mirror.discard()
+            self.mirror.ensure()
+            self.mirror.fetch()
+            return self._build(self.mirror.resolve())
 
     # -- on the event loop --
 
