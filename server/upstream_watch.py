@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 # Long enough to fold one push's ref writes together, short enough to be unnoticeable.
 DEBOUNCE_SECONDS = 0.05
+_CHANGE_EVENTS = frozenset({"created", "modified", "moved", "deleted"})
 
 
 def local_git_dir(repo: str) -> Path | None:
@@ -49,6 +50,10 @@ class _RefEvents(FileSystemEventHandler):
         self._watcher = watcher
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        # Opened/closed-without-write events come from readers, our own fetch among
+        # them; reacting to those would make every sync trigger the next.
+        if event.event_type not in _CHANGE_EVENTS:
+            return
         path = str(event.src_path)
         moved_to = str(getattr(event, "dest_path", "") or "")
         if any("/refs/" in p or p.endswith("packed-refs") for p in (path, moved_to)):

@@ -29,8 +29,9 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 class GitDaemon:
     """Serves every repository under ``base`` read-only at git://127.0.0.1:<port>/<name>."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, *, allow_push: bool = False) -> None:
         self.base = base
+        self.allow_push = allow_push
         self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -47,6 +48,7 @@ class GitDaemon:
                 f"--base-path={self.base}",
                 "--listen=127.0.0.1",
                 f"--port={self.port}",
+                *(["--enable=receive-pack"] if self.allow_push else []),
                 str(self.base),
             ],
             stdout=subprocess.DEVNULL,
