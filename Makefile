@@ -10,12 +10,13 @@ PORT ?= 8088
 GIT_AS_MAKE := git -c user.name="lmcache-config-server example" -c user.email=example@localhost \
 	-c commit.gpgsign=false
 
-.PHONY: run test lint fmt docs example-repo clean help
+.PHONY: run test lint fmt docs bench example-repo clean help
 
 help:
 	@echo "make run          start the server on the bundled example repo (port $(PORT))"
 	@echo "make test         run the test suite"
 	@echo "make lint         mypy --strict and ruff"
+	@echo "make bench        benchmarks: figures printed and written as JSON to bench/results/"
 	@echo "make example-repo commit config-repo-example/ into $(EXAMPLE_GIT)"
 
 $(STAMP): pyproject.toml
@@ -46,12 +47,15 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/mypy
-	$(BIN)/ruff check server tests
-	$(BIN)/ruff format --check server tests
+	$(BIN)/ruff check server tests bench
+	$(BIN)/ruff format --check server tests bench
 
 fmt: $(STAMP)
-	$(BIN)/ruff format server tests
-	$(BIN)/ruff check --fix server tests
+	$(BIN)/ruff format server tests bench
+	$(BIN)/ruff check --fix server tests bench
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
 
 docs: $(STAMP)
 	$(BIN)/python scripts/update_docs.py
