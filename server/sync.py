@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from .config_issues import ConfigIssue
-from .errors import GitError
+from .errors import GitError, NotReady
 from .git_mirror import DataDirLock, GitMirror, MirrorDamaged
 from .lmcache_schema import Schema, load_schema
 from .repo_format import load_config_set
@@ -182,6 +182,8 @@ class Syncer:
 
     async def refresh(self, trigger: str) -> SyncRecord:
         """Ask for a sync and wait for one that started after this call."""
+        if self._task is None or self._task.done():
+            raise NotReady("the sync task is not running; see /status")
         waiter: asyncio.Future[SyncRecord] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         self.request_sync(trigger)
