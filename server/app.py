@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from . import http_api, sync_api
-from .appkeys import SETTINGS, SNAPSHOTS, STARTED_AT, SYNCER, WEBHOOKS
+from .access_control import auth_middleware
+from .appkeys import AUTH, SETTINGS, SNAPSHOTS, STARTED_AT, SYNCER, WEBHOOKS
+from .auth import AuthPolicy, load_auth_file
 from .settings import Settings
 from .snapshot import SnapshotHolder
 from .sync import Syncer
@@ -41,7 +43,12 @@ async def watch_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[http_api.error_middleware], client_max_size=settings.max_body_bytes
+        middlewares=[http_api.error_middleware, auth_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[AUTH] = AuthPolicy(
+        config=load_auth_file(settings.auth_file) if settings.auth_file else None,
+        protect_metrics=settings.protect_metrics,
     )
     holder = SnapshotHolder()
     app[WEBHOOKS] = WebhookReceiver(load_webhook_secret(settings), settings.ref)

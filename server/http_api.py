@@ -17,13 +17,15 @@ from typing import Any
 
 from aiohttp import web
 
-from .appkeys import SETTINGS, SNAPSHOTS, STARTED_AT, SYNCER
+from .appkeys import AUTH, CREDENTIAL, SETTINGS, SNAPSHOTS, STARTED_AT, SYNCER
+from .auth import REALM
 from .errors import (
     BodyTooLarge,
     ConfigServerError,
     InvalidAppId,
     MalformedBody,
     NotReady,
+    Unauthorized,
     UnknownApp,
 )
 from .repo_format import APP_ID_RE, APP_ID_RULE
@@ -46,7 +48,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ConfigServerError as exc:
-        return json_error(exc.status, exc.code, exc.message)
+        response = json_error(exc.status, exc.code, exc.message)
+        if isinstance(exc, Unauthorized):
+            response.headers["WWW-Authenticate"] = REALM
+        return response
     except web.HTTPRequestEntityTooLarge:
         too_large = BodyTooLarge(
             f"request body is larger than the limit of {request.app[SETTINGS].max_body_bytes} "
@@ -139,6 +144,14 @@ async def handle_config(request: web.Request) -> web.Response:
     )
 
 
+def is_admin_request(request: web.Request) -> bool:
+    """Whether this request may see operator details (always, when auth is off)."""
+    if not request.app[AUTH].enabled:
+        return True
+    credential = request.get(CREDENTIAL)
+    return credential is not None and credential.admin
+
+
 async def handle_healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "alive"})
 
@@ -158,6 +171,15 @@ async def handle_status(request: web.Request) -> web.Response:
     syncer = app[SYNCER]
     state = syncer.state
     snapshot = app[SNAPSHOTS].current
+    if not is_admin_request(request):
+        # Without an admin credential: enough for a load balancer or a curious worker.
+        return web.json_response(
+            {
+                "ready": snapshot is not None,
+                "version": snapshot.commit.sha if snapshot else None,
+                "detail": "send an admin token for the full status",
+            }
+        )
     served: dict[str, Any] | None = None
     if snapshot is not None:
         served = {

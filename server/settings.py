@@ -99,6 +99,16 @@ class Settings:
         "File holding the webhook secret (e.g. a mounted Kubernetes Secret); read at startup.",
         metavar="FILE",
     )
+    auth_file: str = _setting(
+        "",
+        "YAML file of client and admin credentials (SHA-256 token hashes, app globs). When "
+        "set, /config needs a client token and operator endpoints an admin token. Keep it "
+        "outside the config repository.",
+        metavar="FILE",
+    )
+    protect_metrics: bool = _setting(
+        False, "With --auth-file, require an admin token for /metrics too."
+    )
     git_timeout: float = _setting(
         60.0,
         "Seconds a git network operation (clone, fetch) may take before it is killed.",

@@ -7,7 +7,7 @@ import logging
 
 from aiohttp import web
 
-from .appkeys import SNAPSHOTS, SYNCER, WEBHOOKS
+from .appkeys import AUTH, SNAPSHOTS, SYNCER, WEBHOOKS
 from .errors import Forbidden, MalformedBody
 from .webhooks import (
     MAX_WEBHOOK_BYTES,
@@ -62,8 +62,12 @@ def _is_loopback(address: str | None) -> bool:
 
 async def handle_refresh(request: web.Request) -> web.Response:
     """Fetch now and answer with the commit served afterwards."""
-    if not _is_loopback(request.remote):
-        raise Forbidden("/admin/refresh is only allowed from the server's own host (loopback)")
+    # With authentication on, the middleware has already required an admin credential.
+    if not request.app[AUTH].enabled and not _is_loopback(request.remote):
+        raise Forbidden(
+            "/admin/refresh is only allowed from the server's own host (loopback) while "
+            "authentication is off; set --auth-file to allow admins from anywhere"
+        )
     record = await request.app[SYNCER].refresh("manual")
     snapshot = request.app[SNAPSHOTS].current
     return web.json_response(

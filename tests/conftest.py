@@ -63,7 +63,8 @@ def make_settings(repo: str | Path, data_dir: Path, **overrides: Any) -> Setting
     values: dict[str, Any] = {
         "repo": str(repo),
         "data_dir": str(data_dir),
-        "poll_interval": 3600.0,  # tests trigger syncs themselves
+        "poll_interval": 3600.0,  # tests trigger syncs themselves...
+        "watch": False,  # ...unless a test turns watching on
         "git_timeout": 10.0,
     }
     values.update(overrides)

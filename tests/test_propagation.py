@@ -134,7 +134,7 @@ async def test_local_upstream_commit_is_served_without_a_poll(
     tmp_path: Path, start_server: ServerFactory
 ) -> None:
     upstream = Upstream(tmp_path)
-    server = await start_server(upstream.bare, poll_interval=3600.0)
+    server = await start_server(upstream.bare, poll_interval=3600.0, watch=True)
     assert (await server.status())["watching"] == str(upstream.bare)
     pushed = upstream.change(4096)
     await wait_until(lambda: server.served_sha == pushed, "the watched push to be served")
@@ -158,7 +158,7 @@ def syncs_by_state(server: RunningServer, trigger: str) -> list[Any]:
 
 async def test_webhook_signatures_and_refs(tmp_path: Path, start_server: ServerFactory) -> None:
     upstream = Upstream(tmp_path)
-    server = await start_server(upstream.bare, webhook_secret=SECRET, watch=False)
+    server = await start_server(upstream.bare, webhook_secret=SECRET)
     client = server.client
     body = push_body()
 
@@ -212,7 +212,7 @@ async def test_webhooks_refused_without_a_secret(
     tmp_path: Path, start_server: ServerFactory
 ) -> None:
     upstream = Upstream(tmp_path)
-    server = await start_server(upstream.bare, watch=False)
+    server = await start_server(upstream.bare)
     body = push_body()
     response = await server.client.post("/webhook/github", data=body, headers=github_headers(body))
     assert response.status == 403
@@ -223,7 +223,7 @@ async def test_webhook_secret_from_file(tmp_path: Path, start_server: ServerFact
     upstream = Upstream(tmp_path)
     secret_file = tmp_path / "webhook-secret"
     secret_file.write_text(SECRET + "\n")
-    server = await start_server(upstream.bare, watch=False, webhook_secret_file=str(secret_file))
+    server = await start_server(upstream.bare, webhook_secret_file=str(secret_file))
     body = push_body()
     response = await server.client.post("/webhook/github", data=body, headers=github_headers(body))
     assert response.status == 202
@@ -233,7 +233,7 @@ async def test_admin_refresh_answers_with_served_commit(
     tmp_path: Path, start_server: ServerFactory
 ) -> None:
     upstream = Upstream(tmp_path)
-    server = await start_server(upstream.bare, watch=False)
+    server = await start_server(upstream.bare)
     pushed = upstream.change(16)
     response = await server.client.post("/admin/refresh")
     answer = await response.json()
@@ -251,7 +251,7 @@ async def test_admin_refresh_answers_with_served_commit(
 
 async def test_bursts_coalesce(tmp_path: Path, start_server: ServerFactory) -> None:
     upstream = Upstream(tmp_path)
-    server = await start_server(upstream.bare, watch=False)
+    server = await start_server(upstream.bare)
     before = len(server.syncer.state.recent)
     for _ in range(50):
         server.syncer.request_sync("webhook")
@@ -264,7 +264,7 @@ async def test_bursts_coalesce(tmp_path: Path, start_server: ServerFactory) -> N
 async def test_force_push_is_followed(tmp_path: Path, start_server: ServerFactory) -> None:
     upstream = Upstream(tmp_path)
     first = upstream.change(32, "to be rewritten")
-    server = await start_server(upstream.bare, watch=False)
+    server = await start_server(upstream.bare)
     assert server.served_sha == first
     upstream.author.git("reset", "--quiet", "--hard", "HEAD~1")
     upstream.author.commit_files({"apps/test-app.yaml": "overrides: {chunk_size: 64}\n"}, "rewrite")
@@ -277,7 +277,7 @@ async def test_force_push_is_followed(tmp_path: Path, start_server: ServerFactor
 async def test_deleted_branch_keeps_last_good(tmp_path: Path, start_server: ServerFactory) -> None:
     upstream = Upstream(tmp_path)
     upstream.author.git("push", "--quiet", "origin", "HEAD:refs/heads/release")
-    server = await start_server(upstream.bare, ref="release", watch=False)
+    server = await start_server(upstream.bare, ref="release")
     served = server.served_sha
     upstream.author.git("push", "--quiet", "origin", "--delete", "release")
     record = await server.syncer.refresh("manual")
@@ -294,7 +294,7 @@ async def test_tag_and_sha_pins(tmp_path: Path, start_server: ServerFactory) -> 
     upstream.author.git("push", "--quiet", "origin", "v1")
     newer = upstream.change(128)
 
-    by_tag = await start_server(upstream.bare, ref="v1", watch=False)
+    by_tag = await start_server(upstream.bare, ref="v1")
     assert by_tag.served_sha == tagged
     # Moving the tag moves the server.
     upstream.author.git("tag", "--force", "v1", newer)
@@ -302,7 +302,7 @@ async def test_tag_and_sha_pins(tmp_path: Path, start_server: ServerFactory) -> 
     await by_tag.syncer.refresh("manual")
     assert by_tag.served_sha == newer
 
-    by_sha = await start_server(upstream.bare, ref=tagged, watch=False)
+    by_sha = await start_server(upstream.bare, ref=tagged)
     assert by_sha.served_sha == tagged
     upstream.change(256)
     await by_sha.syncer.refresh("manual")
@@ -317,13 +317,13 @@ async def test_restart_after_rejected_commit_serves_last_good(
     upstream = Upstream(tmp_path)
     good = upstream.author.head()
     data_dir = tmp_path / "data"
-    server = await start_server(upstream.bare, data_dir=data_dir, watch=False)
+    server = await start_server(upstream.bare, data_dir=data_dir)
     upstream.author.commit_files({"apps/test-app.yaml": "overrides: {chunk_sise: 1}\n"}, "typo")
     bad = upstream.push()
     assert (await server.syncer.refresh("manual")).result == "rejected"
     await server.client.close()
 
-    restarted = await start_server(upstream.bare, data_dir=data_dir, watch=False)
+    restarted = await start_server(upstream.bare, data_dir=data_dir)
     assert restarted.served_sha == good
     report = await restarted.status()
     assert report["last_rejected"]["commit"]["sha"] == bad
@@ -335,14 +335,14 @@ async def test_stale_lock_files_from_a_killed_fetch_are_cleared(
 ) -> None:
     upstream = Upstream(tmp_path)
     data_dir = tmp_path / "data"
-    server = await start_server(upstream.bare, data_dir=data_dir, watch=False)
+    server = await start_server(upstream.bare, data_dir=data_dir)
     await server.client.close()
     mirror = data_dir / "mirror.git"
     for leftover in ("refs/remotes/origin/main.lock", "packed-refs.lock", "shallow.lock"):
         (mirror / leftover).write_text("")
     pushed = upstream.change(512)
     caplog.set_level(logging.WARNING)
-    restarted = await start_server(upstream.bare, data_dir=data_dir, watch=False)
+    restarted = await start_server(upstream.bare, data_dir=data_dir)
     assert restarted.served_sha == pushed
     assert "removed stale git lock file refs/remotes/origin/main.lock" in caplog.text
 
@@ -363,14 +363,14 @@ async def test_damaged_mirror_is_recloned_never_served_wrong(
     upstream = Upstream(tmp_path)
     good = upstream.author.head()
     data_dir = tmp_path / "data"
-    server = await start_server(upstream.bare, data_dir=data_dir, watch=False)
+    server = await start_server(upstream.bare, data_dir=data_dir)
     await server.client.close()
     mirror = data_dir / "mirror.git"
     blob = _blob_path(mirror, good, "apps/test-app.yaml")
     assert blob.exists(), "expected loose objects in a small mirror"
     blob.unlink()
 
-    restarted = await start_server(upstream.bare, data_dir=data_dir, watch=False)
+    restarted = await start_server(upstream.bare, data_dir=data_dir)
     assert restarted.served_sha == good
     _, answer = await restarted.config()
     assert {item["key"]: item["value"] for item in answer["configs"]}["chunk_size"] == 512
@@ -380,7 +380,7 @@ async def test_damaged_mirror_is_recloned_never_served_wrong(
     _blob_path(mirror, good, "apps/test-app.yaml").unlink()
     away = upstream.bare.with_name("moved-away.git")
     upstream.bare.rename(away)
-    down = await start_server(upstream.bare, data_dir=data_dir, watch=False)
+    down = await start_server(upstream.bare, data_dir=data_dir)
     assert down.served_sha is None
     assert (await down.config())[0] == 503
     assert (await down.status())["last_sync"]["result"] == "failed"
@@ -392,10 +392,10 @@ async def test_damaged_mirror_is_recloned_never_served_wrong(
 async def test_garbage_state_file_is_ignored(tmp_path: Path, start_server: ServerFactory) -> None:
     upstream = Upstream(tmp_path)
     data_dir = tmp_path / "data"
-    server = await start_server(upstream.bare, data_dir=data_dir, watch=False)
+    server = await start_server(upstream.bare, data_dir=data_dir)
     await server.client.close()
     (data_dir / "state.json").write_text('{"last_good": "not a sha"')
-    restarted = await start_server(upstream.bare, data_dir=data_dir, watch=False)
+    restarted = await start_server(upstream.bare, data_dir=data_dir)
     assert restarted.served_sha == upstream.author.head()
 
 
@@ -404,7 +404,7 @@ async def test_shallow_fetch(tmp_path: Path, start_server: ServerFactory) -> Non
     for size in range(1, 30):
         upstream.author.commit_files({"apps/test-app.yaml": f"overrides: {{chunk_size: {size}}}\n"})
     tip = upstream.push()
-    server = await start_server(upstream.bare, data_dir=tmp_path / "data", depth=1, watch=False)
+    server = await start_server(upstream.bare, data_dir=tmp_path / "data", depth=1)
     assert server.served_sha == tip
     count = subprocess.run(
         ["git", "--git-dir", str(tmp_path / "data" / "mirror.git"), "rev-list", "--count", tip],
