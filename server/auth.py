@@ -91,7 +91,8 @@ def load_auth_file(path: str) -> AuthConfig:
         raise _fail(path, f"unknown section(s) {', '.join(sorted(unknown))}; use clients, admins")
     by_hash: dict[str, Credential] = {}
     for section, admin in (("clients", False), ("admins", True)):
-        entries = document.get(section) or []
+        entries = document.get(section)
+        entries = [] if entries is None else entries
         if not isinstance(entries, list):
             raise _fail(path, f"'{section}' must be a list")
         for index, entry in enumerate(entries):

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from . import __version__
 from .app import create_app
+from .auth import hash_token, new_token
 from .errors import SettingsError
 from .redact import redact
 from .settings import ENV_PREFIX, add_setting_arguments, settings_from
@@ -51,12 +52,28 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     add_setting_arguments(serve)
+    hash_token = commands.add_parser(
+        "hash-token",
+        help="make a new access token (or hash a given one) for the --auth-file",
+        description=(
+            "Print a new random token and the token_sha256 line for the auth file. Give the "
+            "token to the workers (in remote_config_url) or the admin; put only the hash in "
+            "the auth file."
+        ),
+    )
+    hash_token.add_argument("token", nargs="?", help="hash this token instead of a new one")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "hash-token":
+        token = args.token or new_token()
+        if not args.token:
+            print(f"token: {token}")
+        print(f"token_sha256: {hash_token(token)}")
+        return 0
     try:
         settings = settings_from(args, os.environ)
     except SettingsError as exc:

@@ -7,9 +7,11 @@ import re
 # user:password@ or token@ in any URL, and http.extraheader-style bearer tokens.
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 _AUTH_HEADER = re.compile(r"(?i)(authorization:\s*\w+\s+)\S+")
+_QUERY_TOKEN = re.compile(r"([?&]token=)[^&\s\"']+")
 
 
 def redact(text: str) -> str:
-    """Text with any URL credentials and auth headers replaced by ``***``."""
+    """Text with URL credentials, ``token=`` query values and auth headers replaced by ``***``."""
     text = _URL_USERINFO.sub(lambda m: m.group("scheme") + "***@", text)
+    text = _QUERY_TOKEN.sub(lambda m: m.group(1) + "***", text)
     return _AUTH_HEADER.sub(lambda m: m.group(1) + "***", text)

@@ -116,7 +116,10 @@ async def start_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
     ) -> RunningServer:
         settings = make_settings(repo, data_dir or tmp_path / f"data-{len(clients)}", **overrides)
         app = create_app(settings)
-        client = TestClient(TestServer(app, host="127.0.0.1"))
+        # As in production (cli.py): aiohttp's own access log is off; it would log query strings.
+        test_server = TestServer(app, host="127.0.0.1")
+        await test_server.start_server(access_log=None)
+        client = TestClient(test_server)
         await client.start_server()
         clients.append(client)
         await asyncio.wait_for(app[SYNCER].first_attempt_done.wait(), timeout=30)
