@@ -214,21 +214,21 @@ class GitMirror:
             return self._has(repo, sha)
 
     def read_commit(
-        self, sha: str, subdir: str
+        self, sha: str, subdir: str, *, max_file_bytes: int = 1024 * 1024
     ) -> tuple[CommitInfo, dict[str, bytes], list[ConfigIssue]]:
         """The commit's metadata, its config files below ``subdir``, and tree-level issues.
 
         Raises MirrorDamaged when objects of the commit cannot be read.
         """
         try:
-            return self._read_commit(sha, subdir)
+            return self._read_commit(sha, subdir, max_file_bytes)
         except (git.GitError, ValueError, OSError, AssertionError) as exc:
             raise MirrorDamaged(
                 redact(f"cannot read commit {sha[:12]} from the mirror: {exc!r}")
             ) from None
 
     def _read_commit(
-        self, sha: str, subdir: str
+        self, sha: str, subdir: str, max_file_bytes: int
     ) -> tuple[CommitInfo, dict[str, bytes], list[ConfigIssue]]:
         files: dict[str, bytes] = {}
         issues: list[ConfigIssue] = []
@@ -259,13 +259,13 @@ class GitMirror:
             prefix = f"{subdir.strip('/')}/" if subdir else ""
             for item in root:
                 if item.type == "blob" and item.name in {GLOBAL_FILE, "global.yml"}:
-                    _read_blob(item, item.name, prefix, files, issues)
+                    _read_blob(item, item.name, prefix, files, issues, max_file_bytes)
                 elif item.type == "tree" and item.name == APPS_DIR:
                     for child in item.traverse():
                         if isinstance(child, Blob):
                             full_path = str(child.path)
                             relative = full_path[len(prefix) :] if prefix else full_path
-                            _read_blob(child, relative, prefix, files, issues)
+                            _read_blob(child, relative, prefix, files, issues, max_file_bytes)
         return info, files, issues
 
     # -- the last good commit, kept across restarts --
@@ -294,8 +294,13 @@ class GitMirror:
         os.replace(scratch, self.state_path)
 
 
-def _read_blob(
-    blob: Blob, relative: str, prefix: str, files: dict[str, bytes], issues: list[ConfigIssue]
+def _read_blob(  # noqa: PLR0917 - private helper of read_commit
+    blob: Blob,
+    relative: str,
+    prefix: str,
+    files: dict[str, bytes],
+    issues: list[ConfigIssue],
+    max_file_bytes: int,
 ) -> None:
     if blob.mode == Blob.link_mode:
         issues.append(
@@ -304,6 +309,17 @@ def _read_blob(
                 line=1,
                 column=1,
                 message="symbolic links are not followed in a config repository",
+            )
+        )
+        return
+    if blob.size > max_file_bytes:
+        # Not even read: a huge blob must not cost memory before it is refused.
+        issues.append(
+            ConfigIssue(
+                path=prefix + relative,
+                line=1,
+                column=1,
+                message=f"file is {blob.size} bytes; the limit is {max_file_bytes}",
             )
         )
         return

@@ -29,6 +29,7 @@ from .errors import (
     UnknownApp,
 )
 from .repo_format import APP_ID_RE, APP_ID_RULE
+from .settings import Settings
 
 log = logging.getLogger("server.access")
 error_log = logging.getLogger(__name__)
@@ -81,25 +82,55 @@ def parse_app_id(request: web.Request) -> str | None:
     return app_id
 
 
-def parse_body(raw: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+def _nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether JSON containers nest deeper than ``limit`` (iterative: no recursion to abuse)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(current, dict):
+            stack.extend(
+                (item, depth + 1) for item in current.values() if isinstance(item, (dict, list))
+            )
+        elif isinstance(current, list):
+            stack.extend((item, depth + 1) for item in current if isinstance(item, (dict, list)))
+    return False
+
+
+def parse_body(raw: bytes, settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
     """(env_variables, current_config) from a request body; empty when there is none."""
     if not raw.strip():
         return {}, {}
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        raise MalformedBody(f"request body is not valid JSON: {exc}") from None
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise MalformedBody(f"request body is not valid JSON: {reason}") from None
     if not isinstance(body, dict):
         raise MalformedBody(
             f"request body must be a JSON object with current_config and env_variables, "
             f"got a JSON {type(body).__name__}"
         )
-    env = body.get("env_variables") or {}
-    config = body.get("current_config") or {}
+    env = body.get("env_variables")
+    config = body.get("current_config")
+    env = {} if env is None else env
+    config = {} if config is None else config
     if not isinstance(env, dict):
         raise MalformedBody("env_variables must be a JSON object")
     if not isinstance(config, dict):
         raise MalformedBody("current_config must be a JSON object")
+    if len(env) > settings.max_env_vars:
+        raise MalformedBody(
+            f"env_variables has {len(env)} entries; the limit is {settings.max_env_vars} "
+            "(--max-env-vars)"
+        )
+    if not all(isinstance(value, str) for value in env.values()):
+        raise MalformedBody("env_variables values must be strings")
+    if _nesting_exceeds(config, settings.max_json_depth):
+        raise MalformedBody(
+            f"current_config nests deeper than {settings.max_json_depth} levels (--max-json-depth)"
+        )
     return env, config
 
 
@@ -118,7 +149,7 @@ async def handle_config(request: web.Request) -> web.Response:
             else "appId is required (--strict-apps)"
         )
     # The body is parsed even when no rule reads it, so a malformed one is never accepted.
-    env, config = parse_body(await request.read())
+    env, config = parse_body(await request.read(), settings)
     answer = snapshot.answer(app_id, env, config)
     if settings.access_log:
         log.info(

@@ -268,8 +268,41 @@ def _is_yaml(name: str) -> bool:
     return name.endswith((".yaml", ".yml"))
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RepoLimits:
+    """Bounds on what one commit may make the server parse (hostile or runaway repos)."""
+
+    max_file_bytes: int = 1024 * 1024
+    max_files: int = 50_000
+    max_total_bytes: int = 256 * 1024 * 1024
+
+
+def _limit_issues(
+    files: Mapping[str, bytes], limits: RepoLimits, display_prefix: str
+) -> list[ConfigIssue]:
+    def issue(path: str, message: str) -> ConfigIssue:
+        return ConfigIssue(path=display_prefix + path, line=1, column=1, message=message)
+
+    if len(files) > limits.max_files:
+        return [issue(".", f"{len(files)} config files; the limit is {limits.max_files}")]
+    total = sum(len(data) for data in files.values())
+    if total > limits.max_total_bytes:
+        return [
+            issue(".", f"config files total {total} bytes; the limit is {limits.max_total_bytes}")
+        ]
+    return [
+        issue(path, f"file is {len(data)} bytes; the limit is {limits.max_file_bytes}")
+        for path, data in sorted(files.items())
+        if len(data) > limits.max_file_bytes
+    ]
+
+
 def load_config_set(
-    files: Mapping[str, bytes], schema: Schema, *, display_prefix: str = ""
+    files: Mapping[str, bytes],
+    schema: Schema,
+    *,
+    display_prefix: str = "",
+    limits: RepoLimits = RepoLimits(),
 ) -> tuple[ConfigSet | None, list[ConfigIssue]]:
     """Parse and validate the files of one commit.
 
@@ -277,6 +310,9 @@ def load_config_set(
     paths with ``display_prefix`` in front so they match the repository.
     Returns the config set, or None with every issue found.
     """
+    limit_issues = _limit_issues(files, limits, display_prefix)
+    if limit_issues:
+        return None, limit_issues
     issues: list[ConfigIssue] = []
     global_file: ConfigFile | None = None
     apps: dict[str, ConfigFile] = {}

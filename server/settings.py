@@ -122,6 +122,23 @@ class Settings:
     max_body_bytes: int = _setting(
         256 * 1024, "Largest /config request body accepted, in bytes.", metavar="BYTES"
     )
+    max_env_vars: int = _setting(
+        4096, "Most env_variables entries accepted in one /config request.", metavar="N"
+    )
+    max_json_depth: int = _setting(
+        32, "Deepest nesting of JSON objects and lists accepted in current_config.", metavar="N"
+    )
+    max_yaml_file_bytes: int = _setting(
+        1024 * 1024, "Largest config file (YAML) a commit may hold, in bytes.", metavar="BYTES"
+    )
+    max_repo_files: int = _setting(
+        50_000, "Most config files (global.yaml, apps/, fragments) a commit may hold.", metavar="N"
+    )
+    max_repo_bytes: int = _setting(
+        256 * 1024 * 1024,
+        "Largest total size of a commit's config files, in bytes.",
+        metavar="BYTES",
+    )
     log_level: str = _setting("info", "Log level: debug, info, warning or error.", metavar="LEVEL")
     access_log: bool = _setting(
         True,
@@ -229,6 +246,9 @@ def check_settings(settings: Settings) -> None:
         raise SettingsError("--git-timeout must be a positive number of seconds")
     if settings.max_body_bytes < 1024:
         raise SettingsError("--max-body-bytes must be at least 1024")
+    for name in ("max_env_vars", "max_json_depth", "max_yaml_file_bytes", "max_repo_files"):
+        if getattr(settings, name) < 1:
+            raise SettingsError(f"{flag_name(name)} must be at least 1")
     if settings.log_level.lower() not in {"debug", "info", "warning", "error"}:
         raise SettingsError("--log-level must be one of debug, info, warning, error")
     if settings.path.startswith("/") or ".." in Path(settings.path).parts:

@@ -25,7 +25,7 @@ from .config_issues import ConfigIssue
 from .errors import GitError, NotReady
 from .git_mirror import DataDirLock, GitMirror, MirrorDamaged
 from .lmcache_schema import Schema, load_schema
-from .repo_format import load_config_set
+from .repo_format import RepoLimits, load_config_set
 from .settings import Settings
 from .snapshot import CommitInfo, Snapshot, SnapshotHolder
 
@@ -78,6 +78,14 @@ class SyncState:
     task_error: str | None = None
     recent: collections.deque[SyncRecord] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=RECENT_SYNCS)
+    )
+
+
+def repo_limits(settings: Settings) -> RepoLimits:
+    return RepoLimits(
+        max_file_bytes=settings.max_yaml_file_bytes,
+        max_files=settings.max_repo_files,
+        max_total_bytes=settings.max_repo_bytes,
     )
 
 
@@ -205,9 +213,14 @@ class Syncer:
 
     def _build(self, sha: str) -> Snapshot | Rejection:
         assert self._schema is not None
-        info, files, issues = self.mirror.read_commit(sha, self.settings.path)
+        limits = repo_limits(self.settings)
+        info, files, issues = self.mirror.read_commit(
+            sha, self.settings.path, max_file_bytes=limits.max_file_bytes
+        )
         prefix = f"{self.settings.path.strip('/')}/" if self.settings.path.strip("/") else ""
-        config_set, config_issues = load_config_set(files, self._schema, display_prefix=prefix)
+        config_set, config_issues = load_config_set(
+            files, self._schema, display_prefix=prefix, limits=limits
+        )
         all_issues = tuple(sorted((*issues, *config_issues)))
         if config_set is None or all_issues:
             return Rejection(commit=info, issues=all_issues, rejected_at=time.time())

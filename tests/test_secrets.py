@@ -67,4 +67,7 @@ def test_redact() -> None:
     )
     assert redact("Authorization: Bearer abc.def") == "Authorization: Bearer ***"
     assert redact("git@github.com:org/repo.git") == "git@github.com:org/repo.git"
-    assert redact('"GET /config?appId=a&token=abc HTTP/1.1"') == '"GET /config?appId=a&token=*** HTTP/1.1"'
+    assert (
+        redact('"GET /config?appId=a&token=abc HTTP/1.1"')
+        == '"GET /config?appId=a&token=*** HTTP/1.1"'
+    )
