@@ -111,7 +111,8 @@ async def test_operator_endpoints(
 
     summary = await (await client.get("/status")).json()
     assert summary["version"] == repo.head()
-    assert "recent_syncs" not in summary and "repo" not in summary
+    assert "recent_syncs" not in summary
+    assert "repo" not in summary
     client_view = await (await client.get("/status", params={"token": TEST_TOKEN})).json()
     assert "recent_syncs" not in client_view
     full = await (await client.get("/status", params={"token": ADMIN_TOKEN})).json()
