@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import ssl
 import sys
 from collections.abc import Sequence
 
@@ -15,7 +16,7 @@ from .app import create_app
 from .auth import hash_token, new_token
 from .errors import SettingsError
 from .redact import redact
-from .settings import ENV_PREFIX, add_setting_arguments, settings_from
+from .settings import ENV_PREFIX, Settings, add_setting_arguments, settings_from
 
 
 class _RedactingFormatter(logging.Formatter):
@@ -33,6 +34,19 @@ def configure_logging(level: str) -> None:
     root.setLevel(level.upper())
     # GitPython logs every command line at debug, URLs included; keep it quiet.
     logging.getLogger("git").setLevel(logging.WARNING)
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server-side TLS context, or None to serve plain HTTP."""
+    if not settings.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(f"cannot load --tls-cert/--tls-key: {exc}") from None
+    return context
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,13 +92,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from(args, os.environ)
     except SettingsError as exc:
         parser.exit(2, f"lmcache-config-server: error: {exc.message}\n")
+    try:
+        ssl_context = tls_context(settings)
+    except SettingsError as exc:
+        parser.exit(2, f"lmcache-config-server: error: {exc.message}\n")
     configure_logging(settings.log_level)
     log = logging.getLogger("server")
     log.info(
-        "serving %s (ref %s%s) on http://%s:%d, data dir %s",
+        "serving %s (ref %s%s) on %s://%s:%d, data dir %s",
         redact(settings.repo),
         settings.ref,
         f", path {settings.path}" if settings.path else "",
+        "https" if ssl_context else "http",
         settings.host,
         settings.port,
         settings.data_dir,
@@ -96,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=settings.port,
             access_log=None,
             print=None,
+            ssl_context=ssl_context,
         )
     except SettingsError as exc:
         log.error("%s", exc.message)

@@ -109,6 +109,10 @@ class Settings:
     protect_metrics: bool = _setting(
         False, "With --auth-file, require an admin token for /metrics too."
     )
+    tls_cert: str = _setting(
+        "", "PEM certificate (chain) to serve HTTPS; needs --tls-key.", metavar="FILE"
+    )
+    tls_key: str = _setting("", "PEM private key for --tls-cert.", metavar="FILE")
     git_timeout: float = _setting(
         60.0,
         "Seconds a git network operation (clone, fetch) may take before it is killed.",
@@ -236,6 +240,8 @@ def check_settings(settings: Settings) -> None:
         raise SettingsError(f"--port must be 1-65535, got {settings.port}")
     if settings.poll_interval <= 0:
         raise SettingsError("--poll-interval must be a positive number of seconds")
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise SettingsError("--tls-cert and --tls-key go together: give both or neither")
     if settings.max_backoff <= 0:
         raise SettingsError("--max-backoff must be a positive number of seconds")
     if settings.depth < 0:
