@@ -32,15 +32,13 @@ from git.objects import Blob, Commit, Tree
 
 from .config_issues import ConfigIssue
 from .errors import GitError, SettingsError
+from .git_credentials import GitCredentials
 from .redact import redact
 from .repo_format import APPS_DIR, GLOBAL_FILE
 from .snapshot import CommitInfo
 
-# Never wait for a password prompt or an SSH host-key question: fail instead.
-GIT_ENV = {
-    "GIT_TERMINAL_PROMPT": "0",
-    "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes"),
-}
+# Never wait for a password prompt: fail instead (ssh gets BatchMode from GitCredentials).
+GIT_ENV = {"GIT_TERMINAL_PROMPT": "0"}
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _SCP_RE = re.compile(r"^[^/]+@[^/]+:")
@@ -93,9 +91,18 @@ class DataDirLock:
 
 class GitMirror:
     def __init__(
-        self, *, remote: str, data_dir: Path, ref: str, timeout: float, depth: int = 0
+        self,
+        *,
+        remote: str,
+        data_dir: Path,
+        ref: str,
+        timeout: float,
+        depth: int = 0,
+        credentials: GitCredentials | None = None,
     ) -> None:
         self.remote = normalise_remote(remote)
+        self.credentials = credentials or GitCredentials(https_username="git")
+        self._env = {**GIT_ENV, **self.credentials.environment(self.remote)}
         self.path = data_dir / "mirror.git"
         self.state_path = data_dir / "state.json"
         self.ref = ref
@@ -115,7 +122,7 @@ class GitMirror:
     def _open(self) -> Iterator[Repo]:
         repo = Repo(self.path)
         try:
-            repo.git.update_environment(**GIT_ENV)
+            repo.git.update_environment(**self._env)
             yield repo
         finally:
             repo.close()
@@ -146,7 +153,7 @@ class GitMirror:
         try:
             repo = Repo.init(scratch, bare=True)
             try:
-                repo.git.update_environment(**GIT_ENV)
+                repo.git.update_environment(**self._env)
                 repo.git.remote("add", "origin", self.remote)
                 repo.git.config("gc.auto", "0")  # no surprise repacks on the sync thread
             finally:

@@ -222,6 +222,7 @@ async def handle_status(request: web.Request) -> web.Response:
     status = {
         "ready": snapshot is not None,
         "repo": syncer.mirror.remote_for_display,
+        "git_credentials": syncer.mirror.credentials.describe(),
         "ref": settings.ref,
         "path": settings.path,
         "served": served,

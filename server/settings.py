@@ -113,6 +113,30 @@ class Settings:
         "", "PEM certificate (chain) to serve HTTPS; needs --tls-key.", metavar="FILE"
     )
     tls_key: str = _setting("", "PEM private key for --tls-cert.", metavar="FILE")
+    git_token: str = _setting(
+        "",
+        "Token for an https config repository (sent as basic auth with --git-username). "
+        "Prefer the environment variable or --git-token-file.",
+        metavar="TOKEN",
+        secret=True,
+    )
+    git_token_file: str = _setting(
+        "", "File holding the https token (e.g. a mounted Secret).", metavar="FILE"
+    )
+    git_username: str = _setting(
+        "git",
+        "User name sent with the https token (GitHub: any; GitLab: oauth2; Bitbucket: "
+        "x-token-auth).",
+        metavar="NAME",
+    )
+    ssh_key: str = _setting(
+        "", "Private key for an ssh:// or git@host: repository (any key type).", metavar="FILE"
+    )
+    ssh_known_hosts: str = _setting(
+        "",
+        "known_hosts file for ssh; with it, host keys are checked strictly.",
+        metavar="FILE",
+    )
     git_timeout: float = _setting(
         60.0,
         "Seconds a git network operation (clone, fetch) may take before it is killed.",
@@ -246,6 +270,8 @@ def check_settings(settings: Settings) -> None:
         raise SettingsError("--max-backoff must be a positive number of seconds")
     if settings.depth < 0:
         raise SettingsError("--depth must be 0 (full history) or a positive number of commits")
+    if settings.git_token and settings.git_token_file:
+        raise SettingsError("give --git-token or --git-token-file, not both")
     if settings.webhook_secret and settings.webhook_secret_file:
         raise SettingsError("give --webhook-secret or --webhook-secret-file, not both")
     if settings.git_timeout <= 0:

@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from .config_issues import ConfigIssue
 from .errors import GitError, NotReady
+from .git_credentials import load_git_credentials
 from .git_mirror import DataDirLock, GitMirror, MirrorDamaged
 from .lmcache_schema import Schema, load_schema
 from .repo_format import RepoLimits, load_config_set
@@ -102,6 +103,7 @@ class Syncer:
             ref=settings.ref,
             timeout=settings.git_timeout,
             depth=settings.depth,
+            credentials=load_git_credentials(settings),
         )
         self._lock = DataDirLock(Path(settings.data_dir))
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -271,20 +273,24 @@ class Syncer:
         snapshot = self.holder.current
         return snapshot.commit.sha if snapshot else None
 
-    async def _publish(self, snapshot: Snapshot) -> None:
+    async def _publish(self, snapshot: Snapshot, record: SyncRecord) -> SyncRecord:
+        """Swap the snapshot in; the record is kept in the same loop step, then saved."""
         self.holder.current = snapshot
+        self.state.last_sync = record
+        self.state.recent.append(record)
         await self._in_git_thread(self.mirror.save_last_good, snapshot.commit.sha)
+        return record
 
     async def restore(self) -> None:
         """Serve the last good commit from an existing mirror, before any network access."""
         started = time.time()
         outcome = await self._in_git_thread(self._restore_blocking)
         if isinstance(outcome, Snapshot):
-            await self._publish(outcome)
+            record = self._new_record("startup", started, "restored", None, outcome.commit.sha)
+            await self._publish(outcome, record)
             log.info(
                 "serving %s from the local mirror (restored at startup)", outcome.commit.sha[:12]
             )
-            self._record("startup", started, "restored", None, outcome.commit.sha)
         elif isinstance(outcome, Rejection):
             self._reject(outcome)
 
@@ -316,7 +322,6 @@ class Syncer:
                 return self._record(
                     trigger, started, "rejected", old, old, f"{len(outcome.issues)} error(s)"
                 )
-            await self._publish(outcome)
             log.info(
                 "sync (%s): now serving %s (was %s): %s",
                 trigger,
@@ -324,7 +329,8 @@ class Syncer:
                 old[:12] if old else "nothing",
                 outcome.commit.subject,
             )
-            return self._record(trigger, started, "updated", old, outcome.commit.sha)
+            record = self._new_record(trigger, started, "updated", old, outcome.commit.sha)
+            return await self._publish(outcome, record)
 
     def _reject(self, rejection: Rejection) -> None:
         self.state.last_rejection = rejection
@@ -337,6 +343,25 @@ class Syncer:
             "\n  ".join(str(issue) for issue in rejection.issues),
         )
 
+    @staticmethod
+    def _new_record(  # noqa: PLR0917 - private, called with the record's fields in order
+        trigger: str,
+        started: float,
+        result: str,
+        old: str | None,
+        new: str | None,
+        error: str | None = None,
+    ) -> SyncRecord:
+        return SyncRecord(
+            trigger=trigger,
+            started_at=started,
+            finished_at=time.time(),
+            result=result,
+            old_commit=old,
+            new_commit=new,
+            error=error,
+        )
+
     def _record(  # noqa: PLR0917 - private, called with the record's fields in order
         self,
         trigger: str,
@@ -346,15 +371,7 @@ class Syncer:
         new: str | None,
         error: str | None = None,
     ) -> SyncRecord:
-        record = SyncRecord(
-            trigger=trigger,
-            started_at=started,
-            finished_at=time.time(),
-            result=result,
-            old_commit=old,
-            new_commit=new,
-            error=error,
-        )
+        record = self._new_record(trigger, started, result, old, new, error)
         self.state.last_sync = record
         self.state.recent.append(record)
         return record
