@@ -234,6 +234,13 @@ class GitMirror:
                 redact(f"cannot read commit {sha[:12]} from the mirror: {exc!r}")
             ) from None
 
+    def commit_info(self, sha: str) -> CommitInfo:
+        try:
+            with self._open() as repo:
+                return _commit_info(repo.commit(sha))
+        except (git.GitError, ValueError, OSError) as exc:
+            raise MirrorDamaged(f"cannot read commit {sha[:12]}: {exc!r}") from None
+
     def _read_commit(
         self, sha: str, subdir: str, max_file_bytes: int
     ) -> tuple[CommitInfo, dict[str, bytes], list[ConfigIssue]]:
@@ -241,12 +248,7 @@ class GitMirror:
         issues: list[ConfigIssue] = []
         with self._open() as repo:
             commit: Commit = repo.commit(sha)
-            info = CommitInfo(
-                sha=commit.hexsha,
-                author=str(commit.author.name),
-                authored_at=datetime.fromtimestamp(commit.authored_date, UTC).isoformat(),
-                subject=str(commit.summary),
-            )
+            info = _commit_info(commit)
             root: Any = commit.tree
             if subdir:
                 try:
@@ -299,6 +301,15 @@ class GitMirror:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(scratch, self.state_path)
+
+
+def _commit_info(commit: Commit) -> CommitInfo:
+    return CommitInfo(
+        sha=commit.hexsha,
+        author=str(commit.author.name),
+        authored_at=datetime.fromtimestamp(commit.authored_date, UTC).isoformat(),
+        subject=str(commit.summary),
+    )
 
 
 def _read_blob(  # noqa: PLR0917 - private helper of read_commit

@@ -137,6 +137,21 @@ class Settings:
         "known_hosts file for ssh; with it, host keys are checked strictly.",
         metavar="FILE",
     )
+    require_signed_commits: bool = _setting(
+        False,
+        "Serve only commits signed by a trusted key (--trusted-gpg-keys and/or "
+        "--allowed-signers); others are rejected like invalid ones.",
+    )
+    trusted_gpg_keys: str = _setting(
+        "",
+        "File of ASCII-armored OpenPGP public keys whose signatures are trusted.",
+        metavar="FILE",
+    )
+    allowed_signers: str = _setting(
+        "",
+        "SSH allowed-signers file (as for git's gpg.ssh.allowedSignersFile) of trusted keys.",
+        metavar="FILE",
+    )
     git_timeout: float = _setting(
         60.0,
         "Seconds a git network operation (clone, fetch) may take before it is killed.",
@@ -270,6 +285,12 @@ def check_settings(settings: Settings) -> None:
         raise SettingsError("--max-backoff must be a positive number of seconds")
     if settings.depth < 0:
         raise SettingsError("--depth must be 0 (full history) or a positive number of commits")
+    if settings.require_signed_commits and not (
+        settings.trusted_gpg_keys or settings.allowed_signers
+    ):
+        raise SettingsError(
+            "--require-signed-commits needs --trusted-gpg-keys and/or --allowed-signers"
+        )
     if settings.git_token and settings.git_token_file:
         raise SettingsError("give --git-token or --git-token-file, not both")
     if settings.webhook_secret and settings.webhook_secret_file:

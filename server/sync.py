@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from .commit_signatures import SignaturePolicy
 from .config_issues import ConfigIssue
 from .errors import GitError, NotReady
 from .git_credentials import load_git_credentials
@@ -106,6 +107,15 @@ class Syncer:
             credentials=load_git_credentials(settings),
         )
         self._lock = DataDirLock(Path(settings.data_dir))
+        self._signatures = (
+            SignaturePolicy(
+                data_dir=Path(settings.data_dir),
+                gpg_keys=settings.trusted_gpg_keys,
+                allowed_signers=settings.allowed_signers,
+            )
+            if settings.require_signed_commits
+            else None
+        )
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._schema: Schema | None = None
         self._sync_lock = asyncio.Lock()
@@ -120,6 +130,14 @@ class Syncer:
     async def start(self) -> None:
         self._lock.acquire()
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="git-sync")
+        if self._signatures is not None:
+            # A bad trusted-key file must stop startup, not leave a server that never serves.
+            try:
+                await self._in_git_thread(self._signatures.prepare)
+            except Exception:
+                self._executor.shutdown()
+                self._lock.release()
+                raise
         self._task = asyncio.create_task(self._guarded_run(), name="config-sync")
 
     async def stop(self) -> None:
@@ -216,6 +234,12 @@ class Syncer:
     def _build(self, sha: str) -> Snapshot | Rejection:
         assert self._schema is not None
         limits = repo_limits(self.settings)
+        if self._signatures is not None:
+            refusal = self._signatures.check(self.mirror.path, sha)
+            if refusal is not None:
+                info = self.mirror.commit_info(sha)
+                issue = ConfigIssue(path=".", line=1, column=1, message=refusal)
+                return Rejection(commit=info, issues=(issue,), rejected_at=time.time())
         info, files, issues = self.mirror.read_commit(
             sha, self.settings.path, max_file_bytes=limits.max_file_bytes
         )

@@ -45,8 +45,11 @@ class GitHttpServer:
         }
         body = await request.read()  # aiohttp has already undone any Content-Encoding
         process = await asyncio.create_subprocess_exec(
-            "git", "http-backend", env=env,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            "git",
+            "http-backend",
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
         )
         output, _ = await process.communicate(body)
         head, _, payload = output.partition(b"\r\n\r\n")

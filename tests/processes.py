@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 class ServerProcess:
     """``python -m server serve`` on a free port; ``stop()`` sends SIGTERM and returns stderr."""
 
-    def __init__(self, *args: str, scheme: str = "http", ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, *args: str, scheme: str = "http", ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.port = free_port()
         self.base = f"{scheme}://127.0.0.1:{self.port}"
         self.ssl_context = ssl_context
@@ -37,7 +39,9 @@ class ServerProcess:
 
     def get(self, path: str) -> tuple[int, Any]:
         try:
-            with urllib.request.urlopen(self.base + path, timeout=10, context=self.ssl_context) as response:
+            with urllib.request.urlopen(
+                self.base + path, timeout=10, context=self.ssl_context
+            ) as response:
                 return response.status, json.load(response)
         except urllib.error.HTTPError as exc:
             return exc.code, json.load(exc)

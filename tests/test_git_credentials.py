@@ -22,7 +22,14 @@ async def private_remote(tmp_path: Path) -> AsyncIterator[tuple[GitHttpServer, s
     source = ConfigRepo(tmp_path / "source")
     source.commit_files({"apps/test-app.yaml": "overrides: {chunk_size: 7}\n"})
     subprocess.run(
-        ["git", "clone", "--quiet", "--bare", str(source.path), str(tmp_path / "served" / "cfg.git")],
+        [
+            "git",
+            "clone",
+            "--quiet",
+            "--bare",
+            str(source.path),
+            str(tmp_path / "served" / "cfg.git"),
+        ],
         check=True,
     )
     server = GitHttpServer(tmp_path / "served", "deploy", TOKEN)

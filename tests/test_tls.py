@@ -20,9 +20,22 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
         ],
         check=True,
         capture_output=True,
@@ -36,9 +49,16 @@ async def test_https_with_the_real_client(
     cert, key = certificate
     trusting = ssl.create_default_context(cafile=str(cert))
     server = ServerProcess(
-        "--repo", str(config_repo.path), "--data-dir", str(tmp_path / "data"),
-        "--tls-cert", str(cert), "--tls-key", str(key),
-        scheme="https", ssl_context=trusting,
+        "--repo",
+        str(config_repo.path),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+        scheme="https",
+        ssl_context=trusting,
     )
     try:
         server.wait_ready()
@@ -50,13 +70,17 @@ async def test_https_with_the_real_client(
             urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
 
         result = await run_worker(
-            tmp_path, f"{server.base}/config", {**FINITE, "app_id": "test-app"},
+            tmp_path,
+            f"{server.base}/config",
+            {**FINITE, "app_id": "test-app"},
             {"REQUESTS_CA_BUNDLE": str(cert)},
         )
         assert result["fetched"] is True
         assert result["config"]["chunk_size"] == 512
         # A worker that does not trust the certificate gets nothing (and keeps local config).
-        untrusting = await run_worker(tmp_path, f"{server.base}/config", {**FINITE, "app_id": "test-app"})
+        untrusting = await run_worker(
+            tmp_path, f"{server.base}/config", {**FINITE, "app_id": "test-app"}
+        )
         assert untrusting["fetched"] is False
     finally:
         log = server.stop()
@@ -68,8 +92,12 @@ def test_bad_tls_settings_exit_2(tmp_path: Path, config_repo: ConfigRepo) -> Non
     assert only_cert.process.wait(timeout=30) == 2
     assert "--tls-cert and --tls-key go together" in only_cert.stop()
     missing = ServerProcess(
-        "--repo", str(config_repo.path), "--tls-cert", str(tmp_path / "no.pem"),
-        "--tls-key", str(tmp_path / "no.key"),
+        "--repo",
+        str(config_repo.path),
+        "--tls-cert",
+        str(tmp_path / "no.pem"),
+        "--tls-key",
+        str(tmp_path / "no.key"),
     )
     assert missing.process.wait(timeout=30) == 2
     assert "cannot load --tls-cert/--tls-key" in missing.stop()
