@@ -10,6 +10,7 @@ code; one middleware (``http_api.error_middleware``) turns them into JSON::
     │   └── BodyTooLarge (413, body_too_large)
     ├── Unauthorized (401, unauthorized)
     ├── Forbidden (403, forbidden)
+    │   ├── AccessDenied (403, access_denied)
     │   └── WebhookDisabled (403, webhook_disabled)
     ├── UnknownApp (404, unknown_app)
     ├── NotReady (503, not_ready)
@@ -61,6 +62,12 @@ class Unauthorized(ConfigServerError):
 class Forbidden(ConfigServerError):
     status = 403
     code = "forbidden"
+
+
+class AccessDenied(Forbidden):
+    """A worker that does not meet an app's ``access`` conditions."""
+
+    code = "access_denied"
 
 
 class WebhookDisabled(Forbidden):

@@ -20,6 +20,7 @@ from aiohttp import web
 from .appkeys import AUTH, CREDENTIAL, SETTINGS, SNAPSHOTS, STARTED_AT, SYNCER
 from .auth import REALM
 from .errors import (
+    AccessDenied,
     BodyTooLarge,
     ConfigServerError,
     InvalidAppId,
@@ -150,7 +151,12 @@ async def handle_config(request: web.Request) -> web.Response:
         )
     # The body is parsed even when no rule reads it, so a malformed one is never accepted.
     env, config = parse_body(await request.read(), settings)
-    answer = snapshot.answer(app_id, env, config)
+    try:
+        answer = snapshot.answer(app_id, env, config)
+    except AccessDenied as denied:
+        # The message names variables only, never their values.
+        log.warning("config app=%s denied: %s", app_id or "-", denied.message)
+        raise
     if settings.access_log:
         log.info(
             "config app=%s known=%s commit=%s rules=%s env_used=%s peer=%s %.2fms",

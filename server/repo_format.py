@@ -31,10 +31,13 @@ APPS_DIR = "apps"
 APP_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 APP_ID_RULE = "1-128 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit"
 
-FILE_SECTIONS = ("defaults", "overrides", "rules")
+FILE_SECTIONS = ("defaults", "overrides", "rules", "access")
 RULE_KEYS = ("name", "when", "defaults", "overrides")
 WHEN_KEYS = ("env", "config")
 _GLOB_CHARS = frozenset("*?[")
+# ${secret:NAME} in a string value: resolved from the server's secrets at snapshot build.
+SECRET_REF_RE = re.compile(r"\$\{secret:([^}]*)\}")
+SECRET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -53,9 +56,10 @@ class Origin:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Setting:
     key: str
-    value: Any  # canonical JSON value, already checked against the schema
+    value: Any  # canonical JSON value, checked against the schema; ${secret:...} unresolved
     override: bool
     origin: Origin
+    secrets: tuple[str, ...] = ()  # names of the secrets the value refers to
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -115,6 +119,10 @@ class ConfigFile:
     path: str
     settings: tuple[Setting, ...]
     rules: tuple[Rule, ...]
+    access: tuple[Condition, ...] = ()  # all must hold for a worker to be answered at all
+
+    def all_settings(self) -> tuple[Setting, ...]:
+        return (*self.settings, *(s for rule in self.rules for s in rule.settings))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -138,6 +146,7 @@ class _FileParser:
     def parse(self) -> ConfigFile:
         settings: list[Setting] = []
         rules: list[Rule] = []
+        access: list[Condition] = []
         root = self.yaml.root
         if root is not None:
             sections: dict[str, Node] = {}
@@ -149,7 +158,11 @@ class _FileParser:
             settings = self._settings(sections, rule=None)
             if "rules" in sections:
                 rules = self._rules(sections["rules"])
-        return ConfigFile(path=self.path, settings=tuple(settings), rules=tuple(rules))
+            if "access" in sections:
+                access = self._conditions(sections["access"], "'access'")
+        return ConfigFile(
+            path=self.path, settings=tuple(settings), rules=tuple(rules), access=tuple(access)
+        )
 
     def _unknown(self, node: Node, key: str, allowed: tuple[str, ...], what: str) -> None:
         close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
@@ -180,8 +193,19 @@ class _FileParser:
                 except ValueProblem as problem:
                     self.yaml.report(value_node, str(problem))
                     continue
+                names = _secret_names(value)
+                bad = [name for name in names if not SECRET_NAME_RE.match(name)]
+                if bad:
+                    self.yaml.report(
+                        value_node,
+                        f"bad secret reference '${{secret:{bad[0]}}}': names are 1-128 "
+                        "characters from A-Z a-z 0-9 _ . -",
+                    )
+                    continue
                 origin = Origin(path=self.path, line=line, rule=rule)
-                settings.append(Setting(key=key, value=value, override=override, origin=origin))
+                settings.append(
+                    Setting(key=key, value=value, override=override, origin=origin, secrets=names)
+                )
         return settings
 
     def _rules(self, node: Node) -> list[Rule]:
@@ -216,7 +240,7 @@ class _FileParser:
                     "own defaults/overrides",
                 )
                 continue
-            conditions = self._conditions(parts["when"], name)
+            conditions = self._conditions(parts["when"], f"'when' of rule '{name}'")
             settings = self._settings(parts, rule=name)
             if "defaults" not in parts and "overrides" not in parts:
                 self.yaml.report(
@@ -230,10 +254,11 @@ class _FileParser:
             )
         return rules
 
-    def _conditions(self, node: Node, rule: str) -> list[Condition]:
+    def _conditions(self, node: Node, what: str) -> list[Condition]:
+        """Conditions of a rule's ``when`` or of a file's ``access`` (same form)."""
         conditions: list[Condition] = []
         written = 0
-        for source, key_node, value_node in self.yaml.mapping(node, f"'when' of rule '{rule}'"):
+        for source, key_node, value_node in self.yaml.mapping(node, what):
             if source not in WHEN_KEYS:
                 self._unknown(key_node, source, WHEN_KEYS, "condition")
                 continue
@@ -260,8 +285,34 @@ class _FileParser:
                             continue
                 conditions.append(Condition(source=source, name=name, pattern=pattern))
         if not written:
-            self.yaml.report(node, f"rule '{rule}' has an empty 'when'")
+            self.yaml.report(node, f"{what} is empty")
         return conditions
+
+
+def _secret_names(value: Any) -> tuple[str, ...]:
+    """Names of the ${secret:...} references anywhere in a (nested) value."""
+    found: list[str] = []
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, str):
+            found.extend(SECRET_REF_RE.findall(current))
+        elif isinstance(current, list):
+            stack.extend(current)
+        elif isinstance(current, dict):
+            stack.extend(current.values())
+    return tuple(dict.fromkeys(found))
+
+
+def resolve_secrets(value: Any, secrets: Mapping[str, str]) -> Any:
+    """``value`` with every ${secret:NAME} replaced by its secret (all names must exist)."""
+    if isinstance(value, str):
+        return SECRET_REF_RE.sub(lambda match: secrets[match.group(1)], value)
+    if isinstance(value, list):
+        return [resolve_secrets(item, secrets) for item in value]
+    if isinstance(value, dict):
+        return {key: resolve_secrets(item, secrets) for key, item in value.items()}
+    return value
 
 
 def _is_yaml(name: str) -> bool:

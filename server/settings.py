@@ -152,6 +152,12 @@ class Settings:
         "SSH allowed-signers file (as for git's gpg.ssh.allowedSignersFile) of trusted keys.",
         metavar="FILE",
     )
+    secrets_dir: str = _setting(
+        "",
+        "Directory of secrets for ${secret:NAME} references, one file per secret (as a "
+        "mounted Kubernetes Secret); LMCACHE_CONFIG_SERVER_SECRET_<NAME> variables also work.",
+        metavar="DIR",
+    )
     git_timeout: float = _setting(
         60.0,
         "Seconds a git network operation (clone, fetch) may take before it is killed.",

@@ -19,7 +19,8 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .repo_format import ConfigFile, ConfigSet, Origin, Rule, Setting
+from .errors import AccessDenied
+from .repo_format import Condition, ConfigFile, ConfigSet, Origin, Rule, Setting, resolve_secrets
 
 EXTRA_CONFIG = "extra_config"
 # Bound on cached answers for rule combinations; beyond it answers are built per request.
@@ -82,12 +83,20 @@ def merge(layers: Iterable[Iterable[Setting]]) -> dict[str, EffectiveSetting]:
     return merged
 
 
-def answer_items(effective: Mapping[str, EffectiveSetting]) -> list[dict[str, Any]]:
-    """The ``configs`` list: sorted by key, canonical types, extra_config as a JSON string."""
+def answer_items(
+    effective: Mapping[str, EffectiveSetting], secrets: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The ``configs`` list: sorted by key, canonical types, extra_config as a JSON string.
+
+    With ``secrets``, ${secret:NAME} references are resolved (the /config answer);
+    without, they stay as written (render, diff: what a reviewer may see).
+    """
     items = []
     for key in sorted(effective):
         setting = effective[key]
         value = setting.value
+        if secrets is not None:
+            value = resolve_secrets(value, secrets)
         if key == EXTRA_CONFIG and value is not None:
             value = json.dumps(value, sort_keys=True, separators=(",", ":"))
         items.append({"key": key, "value": value, "override": setting.override})
@@ -103,6 +112,19 @@ class _AppPlan:
     @property
     def has_rules(self) -> bool:
         return any(f.rules for f in self.files)
+
+    @property
+    def access(self) -> tuple[Condition, ...]:
+        return tuple(condition for f in self.files for condition in f.access)
+
+    def check_access(self, env: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+        failed = [c.name for c in self.access if not c.matches(env, config)]
+        if failed:
+            raise AccessDenied(
+                f"this worker does not meet the access conditions of "
+                f"{'app ' + repr(self.app_id) if self.app_id else 'the global layer'} "
+                f"on: {', '.join(failed)}"
+            )
 
     def matched(self, env: Mapping[str, Any], config: Mapping[str, Any]) -> tuple[Rule, ...]:
         return tuple(rule for f in self.files for rule in f.rules if rule.matches(env, config))
@@ -120,9 +142,17 @@ class Snapshot:
     """What one commit serves. Never mutated after construction, except a bounded memo."""
 
     def __init__(
-        self, *, commit: CommitInfo, config_set: ConfigSet, loaded_at: float, schema_source: str
+        self,
+        *,
+        commit: CommitInfo,
+        config_set: ConfigSet,
+        loaded_at: float,
+        schema_source: str,
+        secrets: Mapping[str, str] | None = None,
     ) -> None:
         self.commit = commit
+        # Resolved secret values live only here and in the answer bytes built from them.
+        self._secrets = secrets
         self.config_set = config_set
         self.loaded_at = loaded_at
         self.schema_source = schema_source
@@ -153,7 +183,8 @@ class Snapshot:
 
     def needs_request(self, app_id: str | None) -> bool:
         """Whether the answer for this app depends on the worker's env or config."""
-        return self.plan(app_id).has_rules
+        plan = self.plan(app_id)
+        return plan.has_rules or bool(plan.access)
 
     def effective(
         self, app_id: str | None, env: Mapping[str, Any], config: Mapping[str, Any]
@@ -166,6 +197,8 @@ class Snapshot:
         self, app_id: str | None, env: Mapping[str, Any], config: Mapping[str, Any]
     ) -> Answer:
         plan = self.plan(app_id)
+        if plan.access:
+            plan.check_access(env, config)
         matched = plan.matched(env, config) if plan.has_rules else ()
         return self._answer(plan, app_id, matched)
 
@@ -177,7 +210,7 @@ class Snapshot:
         if cached is not None and plan.known:
             return cached
         body: dict[str, Any] = {
-            "configs": answer_items(merge(plan.layers(matched))),
+            "configs": answer_items(merge(plan.layers(matched)), self._secrets),
             "version": self.commit.sha,
             "app_id": app_id,
             "app_known": plan.known,

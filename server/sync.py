@@ -28,6 +28,7 @@ from .git_credentials import load_git_credentials
 from .git_mirror import DataDirLock, GitMirror, MirrorDamaged
 from .lmcache_schema import Schema, load_schema
 from .repo_format import RepoLimits, load_config_set
+from .secret_values import SecretSource
 from .settings import Settings
 from .snapshot import CommitInfo, Snapshot, SnapshotHolder
 
@@ -107,6 +108,7 @@ class Syncer:
             credentials=load_git_credentials(settings),
         )
         self._lock = DataDirLock(Path(settings.data_dir))
+        self._secret_source = SecretSource(settings.secrets_dir)
         self._signatures = (
             SignaturePolicy(
                 data_dir=Path(settings.data_dir),
@@ -247,6 +249,10 @@ class Syncer:
         config_set, config_issues = load_config_set(
             files, self._schema, display_prefix=prefix, limits=limits
         )
+        secrets: dict[str, str] = {}
+        if config_set is not None:
+            secrets, secret_issues = self._secret_source.resolve(config_set)
+            config_issues = [*config_issues, *secret_issues]
         all_issues = tuple(sorted((*issues, *config_issues)))
         if config_set is None or all_issues:
             return Rejection(commit=info, issues=all_issues, rejected_at=time.time())
@@ -255,6 +261,7 @@ class Syncer:
             config_set=config_set,
             loaded_at=time.time(),
             schema_source=self._schema.source,
+            secrets=secrets,
         )
 
     def _restore_blocking(self) -> Snapshot | Rejection | None:

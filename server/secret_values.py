@@ -1,0 +1,68 @@
+"""Server-side secrets for ``${secret:NAME}`` references in config values.
+
+Secrets never live in git: a value such as ``"lm://user:${secret:cache-password}@cache:65432"``
+is resolved when a snapshot is built, from ``--secrets-dir`` (one file per
+secret, named after it, as Kubernetes mounts a Secret) or else from the
+environment variable ``LMCACHE_CONFIG_SERVER_SECRET_<NAME>`` (upper case, with
+``.`` and ``-`` as ``_``). A reference that resolves nowhere rejects the commit.
+Resolved values appear only in /config answers; everything else shows the reference.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from .config_issues import ConfigIssue
+from .repo_format import ConfigSet
+
+ENV_PREFIX = "LMCACHE_CONFIG_SERVER_SECRET_"
+
+
+def secret_env_var(name: str) -> str:
+    return ENV_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
+class SecretSource:
+    def __init__(self, directory: str, environ: Mapping[str, str] | None = None) -> None:
+        self.directory = Path(directory) if directory else None
+        self._environ = os.environ if environ is None else environ
+
+    def lookup(self, name: str) -> str | None:
+        if self.directory is not None:
+            candidate = self.directory / name
+            if candidate.is_file():
+                return candidate.read_text("utf-8").removesuffix("\n")
+        return self._environ.get(secret_env_var(name))
+
+    def resolve(self, config_set: ConfigSet) -> tuple[dict[str, str], list[ConfigIssue]]:
+        """Every secret the config set refers to, or an issue at each unresolved use."""
+        files = [
+            *([config_set.global_file] if config_set.global_file else []),
+            *config_set.apps.values(),
+        ]
+        resolved: dict[str, str] = {}
+        issues: list[ConfigIssue] = []
+        for config_file in files:
+            for setting in config_file.all_settings():
+                for name in setting.secrets:
+                    if name not in resolved:
+                        value = self.lookup(name)
+                        if value is None:
+                            where = f"no file {self.directory / name}, " if self.directory else ""
+                            issues.append(
+                                ConfigIssue(
+                                    path=setting.origin.path,
+                                    line=setting.origin.line,
+                                    column=1,
+                                    message=(
+                                        f"secret '{name}' is not defined on this server "
+                                        f"({where}no variable {secret_env_var(name)})"
+                                    ),
+                                )
+                            )
+                            continue
+                        resolved[name] = value
+        return resolved, issues
