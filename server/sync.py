@@ -343,6 +343,7 @@ class Syncer:
                 )
                 return self._record(trigger, started, "failed", old, old, exc.message)
             self.state.consecutive_failures = 0
+            self.state.backoff_seconds = 0.0
             self.state.last_success_at = time.time()
             if isinstance(outcome, str):
                 result = "rejected" if outcome == rejected and outcome != old else "unchanged"
