@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import SettingsError
-from .settings import Settings
+from .settings import Settings, read_secret_file
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -73,14 +73,7 @@ def _readable(path: str, flag: str) -> str:
 def load_git_credentials(settings: Settings) -> GitCredentials:
     token = settings.git_token or None
     if settings.git_token_file:
-        try:
-            token = Path(settings.git_token_file).read_text("utf-8").strip()
-        except OSError as exc:
-            raise SettingsError(
-                f"cannot read --git-token-file {settings.git_token_file}: {exc.strerror}"
-            ) from None
-        if not token:
-            raise SettingsError(f"--git-token-file {settings.git_token_file} is empty")
+        token = read_secret_file(settings.git_token_file, "--git-token-file")
     return GitCredentials(
         https_username=settings.git_username,
         https_token=token,

@@ -314,6 +314,17 @@ def check_settings(settings: Settings) -> None:
         raise SettingsError("--path must be a relative subdirectory inside the repository")
 
 
+def read_secret_file(path: str, flag: str) -> str:
+    """The content of a file holding one secret (trailing whitespace dropped); never empty."""
+    try:
+        secret = Path(path).read_text("utf-8").strip()
+    except OSError as exc:
+        raise SettingsError(f"cannot read {flag} {path}: {exc.strerror}") from None
+    if not secret:
+        raise SettingsError(f"{flag} {path} is empty")
+    return secret
+
+
 def settings_table_markdown() -> str:
     """The settings table for the README (a test keeps the README in step)."""
     rows = ["| flag | environment variable | default | meaning |", "|---|---|---|---|"]

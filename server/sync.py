@@ -307,8 +307,7 @@ class Syncer:
     async def _publish(self, snapshot: Snapshot, record: SyncRecord) -> SyncRecord:
         """Swap the snapshot in; the record is kept in the same loop step, then saved."""
         self.holder.current = snapshot
-        self.state.last_sync = record
-        self.state.recent.append(record)
+        self._keep(record)
         await self._in_git_thread(self.mirror.save_last_good, snapshot.commit.sha)
         return record
 
@@ -341,18 +340,22 @@ class Syncer:
                     old[:12] if old else "nothing",
                     exc.message,
                 )
-                return self._record(trigger, started, "failed", old, old, exc.message)
+                return self._keep(
+                    self._new_record(trigger, started, "failed", old, old, exc.message)
+                )
             self.state.consecutive_failures = 0
             self.state.backoff_seconds = 0.0
             self.state.last_success_at = time.time()
             if isinstance(outcome, str):
                 result = "rejected" if outcome == rejected and outcome != old else "unchanged"
                 log.debug("sync (%s): %s at %s", trigger, result, outcome[:12])
-                return self._record(trigger, started, result, old, old)
+                return self._keep(self._new_record(trigger, started, result, old, old))
             if isinstance(outcome, Rejection):
                 self._reject(outcome)
-                return self._record(
-                    trigger, started, "rejected", old, old, f"{len(outcome.issues)} error(s)"
+                return self._keep(
+                    self._new_record(
+                        trigger, started, "rejected", old, old, f"{len(outcome.issues)} error(s)"
+                    )
                 )
             log.info(
                 "sync (%s): now serving %s (was %s): %s",
@@ -394,16 +397,7 @@ class Syncer:
             error=error,
         )
 
-    def _record(  # noqa: PLR0917 - private, called with the record's fields in order
-        self,
-        trigger: str,
-        started: float,
-        result: str,
-        old: str | None,
-        new: str | None,
-        error: str | None = None,
-    ) -> SyncRecord:
-        record = self._new_record(trigger, started, result, old, new, error)
+    def _keep(self, record: SyncRecord) -> SyncRecord:
         self.state.last_sync = record
         self.state.recent.append(record)
         return record
