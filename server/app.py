@@ -11,6 +11,7 @@ from . import http_api, sync_api
 from .access_control import auth_middleware
 from .appkeys import AUTH, SETTINGS, SNAPSHOTS, STARTED_AT, SYNCER, WEBHOOKS
 from .auth import AuthPolicy, load_auth_file
+from .dashboard import setup_dashboard
 from .settings import Settings
 from .snapshot import SnapshotHolder
 from .sync import Syncer
@@ -60,4 +61,5 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(watch_ctx)
     http_api.add_routes(app)
     sync_api.add_routes(app)
+    setup_dashboard(app)
     return app

@@ -1,0 +1,156 @@
+"""A read-only dashboard for people on call: what is live, who has it, what changed.
+
+Server-rendered HTML (aiohttp-jinja2), no JavaScript and nothing fetched from
+elsewhere, so it works offline and behind the same admin token as the other
+operator endpoints. Every page is a plain GET whose URL carries the app, the
+commit and the chosen env/config, so a link can be shared. Values are shown as
+the repository wrote them: ``${secret:NAME}`` references are never resolved here.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiohttp_jinja2
+import jinja2
+import yaml
+from aiohttp import web
+
+from .appkeys import SETTINGS, SNAPSHOTS, SYNCER
+from .errors import MalformedBody, NotReady
+from .repo_format import APP_ID_RE
+from .snapshot import Snapshot, answer_items
+
+
+def _age(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "never"
+    seconds = max(0, int(time.time() - timestamp))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+def _clock(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
+
+
+def _pairs(lines: str, *, typed: bool) -> dict[str, Any]:
+    """``K=V`` per line (or repeated query values) into a mapping; config values typed as YAML."""
+    pairs: dict[str, Any] = {}
+    for raw in lines.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        key, separator, value = line.partition("=")
+        if not separator or not key.strip():
+            raise MalformedBody(f"expected KEY=VALUE, got {line!r}")
+        if typed:
+            try:
+                pairs[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+            except yaml.YAMLError:
+                pairs[key.strip()] = value
+        else:
+            pairs[key.strip()] = value
+    return pairs
+
+
+def _snapshot(request: web.Request) -> Snapshot:
+    snapshot = request.app[SNAPSHOTS].current
+    if snapshot is None:
+        raise NotReady("no validated commit loaded yet")
+    return snapshot
+
+
+@aiohttp_jinja2.template("overview.html")
+async def overview(request: web.Request) -> dict[str, Any]:
+    syncer = request.app[SYNCER]
+    state = syncer.state
+    snapshot = request.app[SNAPSHOTS].current
+    return {
+        "page": "overview",
+        "snapshot": snapshot,
+        "settings": request.app[SETTINGS],
+        "repo": syncer.mirror.remote_for_display,
+        "state": state,
+        "recent": list(reversed(state.recent)),
+        "rejection": state.last_rejection,
+    }
+
+
+@aiohttp_jinja2.template("apps.html")
+async def apps(request: web.Request) -> dict[str, Any]:
+    snapshot = _snapshot(request)
+    query = request.query.get("q", "").strip()
+    matching = [app for app in snapshot.app_ids if query.lower() in app.lower()]
+    rows = []
+    for app_id in matching:
+        plan = snapshot.plan(app_id)
+        rows.append(
+            {
+                "app_id": app_id,
+                "settings": sum(len(f.settings) for f in plan.files),
+                "rules": sum(len(f.rules) for f in plan.files),
+                "access": bool(plan.access),
+            }
+        )
+    return {"page": "apps", "snapshot": snapshot, "query": query, "rows": rows}
+
+
+@aiohttp_jinja2.template("app.html")
+async def app_detail(request: web.Request) -> dict[str, Any]:
+    snapshot = _snapshot(request)
+    app_id = request.match_info["app_id"]
+    if not APP_ID_RE.match(app_id):
+        raise web.HTTPNotFound()
+    env_text = request.query.get("env", "")
+    config_text = request.query.get("config", "")
+    env = _pairs(env_text, typed=False)
+    config = _pairs(config_text, typed=True)
+    plan = snapshot.plan(app_id)
+    effective, matched = snapshot.effective(app_id, env, config)
+    # Without secrets: references stay as written.
+    items = answer_items(effective)
+    rows = [
+        {**item, "origins": [str(origin) for origin in effective[item["key"]].origins]}
+        for item in items
+    ]
+    rules = [
+        {
+            "name": rule.name,
+            "origin": str(rule.origin),
+            "conditions": [f"{c.source}.{c.name} = {c.pattern!r}" for c in rule.conditions],
+            "matched": rule in matched,
+            "settings": [f"{s.key}: {s.value!r}" for s in rule.settings],
+        }
+        for config_file in plan.files
+        for rule in config_file.rules
+    ]
+    access_failed = [c.name for c in plan.access if not c.matches(env, config)]
+    return {
+        "page": "apps",
+        "snapshot": snapshot,
+        "app_id": app_id,
+        "known": plan.known,
+        "env_text": env_text,
+        "config_text": config_text,
+        "rows": rows,
+        "rules": rules,
+        "access_failed": access_failed,
+    }
+
+
+def setup_dashboard(app: web.Application) -> None:
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.PackageLoader("server", "templates"),
+        autoescape=jinja2.select_autoescape(default=True),
+        filters={"age": _age, "clock": _clock},
+    )
+    app.router.add_get("/dashboard", overview)
+    app.router.add_get("/dashboard/apps", apps)
+    app.router.add_get("/dashboard/apps/{app_id}", app_detail)

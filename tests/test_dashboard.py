@@ -1,0 +1,156 @@
+"""The dashboard in a real headless Chromium (Debian's), driven by Playwright.
+
+Screenshots of each page are saved under test-artifacts/ for people to look at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, async_playwright
+
+from server.auth import hash_token
+from tests.conftest import ServerFactory
+from tests.gitrepo import ConfigRepo
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+APP = """
+overrides:
+  chunk_size: 512
+  remote_url: "lm://cache:${secret:cache-password}@cache:65432"
+rules:
+  - name: h100
+    when: {env: {GPU_TYPE: "H100*"}}
+    overrides: {max_local_cpu_size: 40.0}
+"""
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run `make browser`"
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> ConfigRepo:
+    repo = ConfigRepo(tmp_path / "repo")
+    repo.commit_files(
+        {
+            "global.yaml": "defaults: {local_cpu: true}\n",
+            "apps/test-app.yaml": APP,
+            "apps/other-app.yaml": "defaults: {chunk_size: 128}\n",
+        },
+        "initial config",
+    )
+    return repo
+
+
+async def test_overview_after_a_commit_and_a_rejected_commit(
+    tmp_path: Path, repo: ConfigRepo, browser: Browser, start_server: ServerFactory
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "cache-password").write_text("planted-dashboard-secret")
+    server = await start_server(repo.path, secrets_dir=str(secrets))
+    base = str(server.client.make_url(""))
+    page = await browser.new_page()
+
+    await page.goto(f"{base}/dashboard")
+    served = await page.inner_text("#served")
+    assert repo.head()[:12] in served
+    assert "initial config" in served
+    assert "No commit has been rejected" in await page.inner_text("#rejected")
+    await page.screenshot(path=ARTIFACTS / "dashboard-overview.png", full_page=True)
+
+    changed = repo.commit_files({"apps/other-app.yaml": "defaults: {chunk_size: 64}\n"}, "smaller")
+    await server.syncer.sync("manual")
+    await page.reload()
+    assert changed[:12] in await page.inner_text("#served")
+    assert "updated" in await page.inner_text("#recent-syncs")
+
+    bad = repo.commit_files({"apps/other-app.yaml": "defaults: {chunk_sise: 64}\n"}, "typo")
+    await server.syncer.sync("manual")
+    await page.reload()
+    assert changed[:12] in await page.inner_text("#served")  # still the good one
+    rejected = await page.inner_text("#rejected")
+    assert bad[:12] in rejected
+    assert "apps/other-app.yaml:1:12: error: unknown LMCache config key 'chunk_sise'" in rejected
+    await page.screenshot(path=ARTIFACTS / "dashboard-overview-rejected.png", full_page=True)
+    assert "planted-dashboard-secret" not in await page.content()
+
+
+async def test_apps_search_and_app_answer(
+    tmp_path: Path, repo: ConfigRepo, browser: Browser, start_server: ServerFactory
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "cache-password").write_text("planted-dashboard-secret")
+    server = await start_server(repo.path, secrets_dir=str(secrets))
+    base = str(server.client.make_url(""))
+    page = await browser.new_page()
+
+    await page.goto(f"{base}/dashboard/apps")
+    assert "other-app" in await page.inner_text("#apps")
+    await page.fill("input[name=q]", "test")
+    await page.click("button[type=submit]")
+    listing = await page.inner_text("#apps")
+    assert "test-app" in listing
+    assert "other-app" not in listing
+    assert "q=test" in page.url  # a link that can be shared
+    await page.screenshot(path=ARTIFACTS / "dashboard-apps.png", full_page=True)
+
+    await page.click("text=test-app")
+    await page.fill("textarea[name=env]", "GPU_TYPE=H100-SXM")
+    await page.click("button[type=submit]")
+    answer = await page.inner_text("#answer")
+    assert "max_local_cpu_size" in answer
+    assert "40.0" in answer
+    assert "apps/test-app.yaml:7 (rule 'h100')" in answer
+    assert "${secret:cache-password}" in answer  # shown as written, never resolved
+    assert "(applies)" in await page.inner_text("#rules")
+    assert "GPU_TYPE" in page.url
+    await page.screenshot(path=ARTIFACTS / "dashboard-app.png", full_page=True)
+    assert "planted-dashboard-secret" not in await page.content()
+
+
+async def test_dashboard_needs_an_admin_when_auth_is_on(
+    tmp_path: Path, repo: ConfigRepo, browser: Browser, start_server: ServerFactory
+) -> None:
+    auth = tmp_path / "auth.yaml"
+    auth.write_text(f"admins:\n  - name: oncall\n    token_sha256: {hash_token('admin-secret')}\n")
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "cache-password").write_text("x")
+    server = await start_server(repo.path, auth_file=str(auth), secrets_dir=str(secrets))
+    base = str(server.client.make_url(""))
+
+    anonymous = await browser.new_page()
+    refused = await anonymous.request.get(f"{base}/dashboard")
+    assert refused.status == 401
+    assert refused.headers["www-authenticate"].startswith("Basic")
+    context = await browser.new_context(
+        http_credentials={"username": "oncall", "password": "admin-secret"}
+    )
+    admin = await context.new_page()
+    response = await admin.goto(f"{base}/dashboard")
+    assert response is not None
+    assert response.status == 200
+    assert repo.head()[:12] in await admin.inner_text("#served")
+    await context.close()
