@@ -174,6 +174,14 @@ class Snapshot:
     def plan(self, app_id: str | None) -> _AppPlan:
         return self._plans.get(app_id, self._fallback) if app_id else self._fallback
 
+    @property
+    def secret_names(self) -> frozenset[str]:
+        return frozenset(self._secrets or ())
+
+    def secrets_for_comparison(self) -> dict[str, str]:
+        """The resolved secrets, only to tell whether a rotation needs a rebuild."""
+        return dict(self._secrets or {})
+
     def first_sighting_of_unknown(self, app_id: str | None) -> bool:
         """True the first time an unknown app id asks this snapshot (bounded)."""
         if app_id in self._unknown_seen or len(self._unknown_seen) >= _MAX_UNKNOWN_APPS_REMEMBERED:

@@ -287,6 +287,8 @@ class Syncer:
         if not (self.mirror.ref_is_commit and served == self.settings.ref):
             self.mirror.fetch()
         tip = self.mirror.resolve()
+        if tip == served and self._secrets_changed():
+            return self._build(tip)  # same commit, rotated secret: rebuild the answers
         if tip in (served, rejected):
             return tip
         try:
@@ -297,6 +299,13 @@ class Syncer:
             self.mirror.ensure()
             self.mirror.fetch()
             return self._build(self.mirror.resolve())
+
+    def _secrets_changed(self) -> bool:
+        snapshot = self.holder.current
+        if snapshot is None or not snapshot.secret_names:
+            return False
+        resolved, issues = self._secret_source.resolve(snapshot.config_set)
+        return bool(issues) or resolved != snapshot.secrets_for_comparison()
 
     # -- on the event loop --
 

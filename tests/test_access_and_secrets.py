@@ -95,6 +95,15 @@ async def test_secrets_resolved_only_in_answers(
         assert secret not in full_status
         assert secret not in caplog.text
 
+    # A rotated secret is picked up by the next sync, with no new commit.
+    (secrets_dir / "cache-password").write_text("rotated-password\n")
+    record = await server.syncer.sync("manual")
+    assert (record.result, record.new_commit) == ("updated", repo.head())
+    assert values((await server.config("a"))[1])["remote_url"] == (
+        "lm://cache:rotated-password@cache.internal:65432"
+    )
+    assert (await server.syncer.sync("manual")).result == "unchanged"
+
     # A reference to a secret the server does not have rejects the commit.
     repo.commit_files({"apps/a.yaml": 'overrides:\n  remote_url: "${secret:missing}"\n'}, "typo")
     assert (await server.syncer.sync("manual")).result == "rejected"
