@@ -7,6 +7,7 @@ code; one middleware (``http_api.error_middleware``) turns them into JSON::
     ├── RequestError (400, bad_request)
     │   ├── MalformedBody (400, malformed_body)
     │   ├── InvalidAppId (400, invalid_app_id)
+    │   ├── InvalidParameter (400, invalid_parameter)
     │   └── BodyTooLarge (413, body_too_large)
     ├── Unauthorized (401, unauthorized)
     ├── Forbidden (403, forbidden)
@@ -15,7 +16,7 @@ code; one middleware (``http_api.error_middleware``) turns them into JSON::
     ├── UnknownApp (404, unknown_app)
     ├── NotReady (503, not_ready)
     ├── SettingsError (startup only: bad flags or environment)
-    ├── GitError (sync only: clone/fetch/read failures, URLs redacted)
+    ├── GitError (500, git_error: clone/fetch/read failures, URLs redacted)
     └── CommitRejected (sync only: a commit that failed validation)
 """
 
@@ -47,6 +48,10 @@ class MalformedBody(RequestError):
 
 class InvalidAppId(RequestError):
     code = "invalid_app_id"
+
+
+class InvalidParameter(RequestError):
+    code = "invalid_parameter"
 
 
 class BodyTooLarge(RequestError):

@@ -4,7 +4,9 @@ Everything here blocks and must run on the sync executor's single thread, so
 git operations never race each other. A ``Repo`` is opened and closed per
 operation (GitPython leaks helper processes in long-running programs otherwise).
 Config files are read from commit trees (git objects), never from a working
-directory, so what is validated and served is exactly what was committed.
+directory, so what is validated and served is exactly what was committed; the
+reading and validating itself is ``config_source.load_commit``, shared with the
+authoring commands.
 
 Layout of the data directory::
 
@@ -22,19 +24,20 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import git
 from git import Repo
-from git.objects import Blob, Commit, Tree
 
+from .config_history import AppHistory, FingerprintMemo, app_history
 from .config_issues import ConfigIssue
+from .config_source import commit_info, load_commit
 from .errors import GitError, SettingsError
 from .git_credentials import GitCredentials
+from .lmcache_schema import Schema
 from .redact import redact
-from .repo_format import APPS_DIR, GLOBAL_FILE
+from .repo_format import ConfigSet, RepoLimits
 from .snapshot import CommitInfo
 
 # Never wait for a password prompt: fail instead (ssh gets BatchMode from GitCredentials).
@@ -108,6 +111,8 @@ class GitMirror:
         self.ref = ref
         self.timeout = timeout
         self.depth = depth
+        # Effective-config fingerprints per config tree, for /history; git thread only.
+        self.history_memo = FingerprintMemo()
 
     @property
     def ref_is_commit(self) -> bool:
@@ -220,15 +225,16 @@ class GitMirror:
         with self._open() as repo:
             return self._has(repo, sha)
 
-    def read_commit(
-        self, sha: str, subdir: str, *, max_file_bytes: int = 1024 * 1024
-    ) -> tuple[CommitInfo, dict[str, bytes], list[ConfigIssue]]:
-        """The commit's metadata, its config files below ``subdir``, and tree-level issues.
+    def load_commit(
+        self, sha: str, subdir: str, schema: Schema, limits: RepoLimits | None = None
+    ) -> tuple[CommitInfo, ConfigSet | None, list[ConfigIssue]]:
+        """The commit's metadata and its validated config set (or every issue found).
 
         Raises MirrorDamaged when objects of the commit cannot be read.
         """
         try:
-            return self._read_commit(sha, subdir, max_file_bytes)
+            with self._open() as repo:
+                return load_commit(repo, sha, subdir, schema, limits or RepoLimits())
         except (git.GitError, ValueError, OSError, AssertionError) as exc:
             raise MirrorDamaged(
                 redact(f"cannot read commit {sha[:12]} from the mirror: {exc!r}")
@@ -237,45 +243,25 @@ class GitMirror:
     def commit_info(self, sha: str) -> CommitInfo:
         try:
             with self._open() as repo:
-                return _commit_info(repo.commit(sha))
+                return commit_info(repo.commit(sha))
         except (git.GitError, ValueError, OSError) as exc:
             raise MirrorDamaged(f"cannot read commit {sha[:12]}: {exc!r}") from None
 
-    def _read_commit(
-        self, sha: str, subdir: str, max_file_bytes: int
-    ) -> tuple[CommitInfo, dict[str, bytes], list[ConfigIssue]]:
-        files: dict[str, bytes] = {}
-        issues: list[ConfigIssue] = []
+    def app_history(  # noqa: PLR0917 - called through the executor, which passes positionals
+        self, start: str, subdir: str, schema: Schema, app_id: str, limit: int, limits: RepoLimits
+    ) -> AppHistory:
+        """The commits before ``start`` (first parents) that changed an app's effective config."""
         with self._open() as repo:
-            commit: Commit = repo.commit(sha)
-            info = _commit_info(commit)
-            root: Any = commit.tree
-            if subdir:
-                try:
-                    root = commit.tree / subdir.strip("/")
-                except KeyError:
-                    root = None
-                if not isinstance(root, Tree):
-                    issues.append(
-                        ConfigIssue(
-                            path=subdir,
-                            line=1,
-                            column=1,
-                            message=f"--path '{subdir}' is not a directory in this commit",
-                        )
-                    )
-                    return info, files, issues
-            prefix = f"{subdir.strip('/')}/" if subdir else ""
-            for item in root:
-                if item.type == "blob" and item.name in {GLOBAL_FILE, "global.yml"}:
-                    _read_blob(item, item.name, prefix, files, issues, max_file_bytes)
-                elif item.type == "tree" and item.name == APPS_DIR:
-                    for child in item.traverse():
-                        if isinstance(child, Blob):
-                            full_path = str(child.path)
-                            relative = full_path[len(prefix) :] if prefix else full_path
-                            _read_blob(child, relative, prefix, files, issues, max_file_bytes)
-        return info, files, issues
+            return app_history(
+                repo,
+                start,
+                subdir,
+                schema,
+                app_id,
+                limit=limit,
+                memo=self.history_memo,
+                limits=limits,
+            )
 
     # -- the last good commit, kept across restarts --
 
@@ -301,44 +287,3 @@ class GitMirror:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(scratch, self.state_path)
-
-
-def _commit_info(commit: Commit) -> CommitInfo:
-    return CommitInfo(
-        sha=commit.hexsha,
-        author=str(commit.author.name),
-        authored_at=datetime.fromtimestamp(commit.authored_date, UTC).isoformat(),
-        subject=str(commit.summary),
-    )
-
-
-def _read_blob(  # noqa: PLR0917 - private helper of read_commit
-    blob: Blob,
-    relative: str,
-    prefix: str,
-    files: dict[str, bytes],
-    issues: list[ConfigIssue],
-    max_file_bytes: int,
-) -> None:
-    if blob.mode == Blob.link_mode:
-        issues.append(
-            ConfigIssue(
-                path=prefix + relative,
-                line=1,
-                column=1,
-                message="symbolic links are not followed in a config repository",
-            )
-        )
-        return
-    if blob.size > max_file_bytes:
-        # Not even read: a huge blob must not cost memory before it is refused.
-        issues.append(
-            ConfigIssue(
-                path=prefix + relative,
-                line=1,
-                column=1,
-                message=f"file is {blob.size} bytes; the limit is {max_file_bytes}",
-            )
-        )
-        return
-    files[relative] = blob.data_stream.read()

@@ -1,4 +1,4 @@
-"""HTTP endpoints: /config for workers; /healthz, /readyz and /status for operators.
+"""HTTP endpoints: /config for workers; /history, /healthz, /readyz and /status for people.
 
 /config reads the current snapshot reference once and answers from it alone,
 so every answer comes from exactly one commit. Nothing on this path touches
@@ -24,6 +24,7 @@ from .errors import (
     BodyTooLarge,
     ConfigServerError,
     InvalidAppId,
+    InvalidParameter,
     MalformedBody,
     NotReady,
     Unauthorized,
@@ -70,16 +71,20 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_error(500, "internal", "internal server error; see the server log")
 
 
-def parse_app_id(request: web.Request) -> str | None:
-    values = request.query.getall("appId", [])
+HISTORY_DEFAULT_LIMIT = 20
+HISTORY_MAX_LIMIT = 200
+
+
+def parse_app_id(request: web.Request, name: str = "appId") -> str | None:
+    values = request.query.getall(name, [])
     if len(values) > 1:
-        raise InvalidAppId("appId is given more than once")
+        raise InvalidAppId(f"{name} is given more than once")
     if not values or values[0] == "":
         return None
     app_id = values[0]
     if not APP_ID_RE.match(app_id):
         shown = app_id[:64] + ("..." if len(app_id) > 64 else "")
-        raise InvalidAppId(f"invalid appId {shown!r}: app ids are {APP_ID_RULE}")
+        raise InvalidAppId(f"invalid {name} {shown!r}: app ids are {APP_ID_RULE}")
     return app_id
 
 
@@ -97,6 +102,19 @@ def _nesting_exceeds(value: Any, limit: int) -> bool:
         elif isinstance(current, list):
             stack.extend((item, depth + 1) for item in current if isinstance(item, (dict, list)))
     return False
+
+
+def parse_limit(request: web.Request) -> int:
+    raw = request.query.get("limit", str(HISTORY_DEFAULT_LIMIT))
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= HISTORY_MAX_LIMIT:
+        raise InvalidParameter(
+            f"limit must be a whole number from 1 to {HISTORY_MAX_LIMIT}, got {raw[:20]!r}"
+        )
+    return limit
 
 
 def parse_body(raw: bytes, settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -189,6 +207,22 @@ def is_admin_request(request: web.Request) -> bool:
     return credential is not None and credential.admin
 
 
+async def handle_history(request: web.Request) -> web.Response:
+    """Commits of the served history that changed one app's effective config, newest first."""
+    app_id = parse_app_id(request, "app")
+    if app_id is None:
+        raise InvalidParameter("the app parameter is required: /history?app=<app_id>")
+    limit = parse_limit(request)
+    snapshot = request.app[SNAPSHOTS].current
+    if snapshot is None:
+        raise NotReady("no validated commit loaded yet; see /status")
+    history = await request.app[SYNCER].history(app_id, snapshot.commit.sha, limit)
+    return web.json_response(
+        {**history.as_json(), "ref": request.app[SETTINGS].ref},
+        dumps=lambda data: json.dumps(data, indent=2),
+    )
+
+
 async def handle_healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "alive"})
 
@@ -250,6 +284,7 @@ async def handle_status(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_route("GET", "/config", handle_config)
     app.router.add_route("POST", "/config", handle_config)
+    app.router.add_get("/history", handle_history)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/status", handle_status)

@@ -42,6 +42,7 @@ class SecretSource:
         files = [
             *([config_set.global_file] if config_set.global_file else []),
             *config_set.apps.values(),
+            *config_set.fragments.values(),
         ]
         resolved: dict[str, str] = {}
         issues: list[ConfigIssue] = []

@@ -5,7 +5,8 @@ swapping one reference (``SnapshotHolder.current``); a request reads that
 reference once, so it is answered from exactly one commit.
 
 Layering for app A: global.yaml's own sections, then its matching rules, then
-apps/A.yaml's own sections, then its matching rules. A later layer wins a key
+apps/A.yaml's own sections, then its matching rules; each file is preceded by
+the fragments it includes (``ConfigSet.layers``). A later layer wins a key
 (value and override flag together); ``extra_config`` mappings merge key by key.
 Answers for an app whose layers hold no rules are serialised once per snapshot;
 answers with rules are cached per combination of matched rules.
@@ -126,8 +127,13 @@ class _AppPlan:
                 f"on: {', '.join(failed)}"
             )
 
-    def matched(self, env: Mapping[str, Any], config: Mapping[str, Any]) -> tuple[Rule, ...]:
-        return tuple(rule for f in self.files for rule in f.rules if rule.matches(env, config))
+    def matched(
+        self, env: Mapping[str, Any], config: Mapping[str, Any], app_id: str | None = None
+    ) -> tuple[Rule, ...]:
+        """Rules that apply; ``app_id`` is the id the worker asked with (it seeds rollouts)."""
+        return tuple(
+            rule for f in self.files for rule in f.rules if rule.matches(env, config, app_id)
+        )
 
     def layers(self, matched: tuple[Rule, ...]) -> list[tuple[Setting, ...]]:
         chosen = set(map(id, matched))
@@ -157,12 +163,11 @@ class Snapshot:
         self.loaded_at = loaded_at
         self.schema_source = schema_source
         self.app_ids: tuple[str, ...] = tuple(sorted(config_set.apps))
-        global_files = (config_set.global_file,) if config_set.global_file else ()
         self._plans: dict[str, _AppPlan] = {
-            app_id: _AppPlan(app_id=app_id, known=True, files=(*global_files, app_file))
-            for app_id, app_file in config_set.apps.items()
+            app_id: _AppPlan(app_id=app_id, known=True, files=config_set.layers(app_id))
+            for app_id in config_set.apps
         }
-        self._fallback = _AppPlan(app_id=None, known=False, files=global_files)
+        self._fallback = _AppPlan(app_id=None, known=False, files=config_set.layers(None))
         self._memo: dict[tuple[str | None, tuple[int, ...]], Answer] = {}
         self._memo_lock = threading.Lock()
         self._unknown_seen: set[str | None] = set()
@@ -198,7 +203,7 @@ class Snapshot:
         self, app_id: str | None, env: Mapping[str, Any], config: Mapping[str, Any]
     ) -> tuple[dict[str, EffectiveSetting], tuple[Rule, ...]]:
         plan = self.plan(app_id)
-        matched = plan.matched(env, config)
+        matched = plan.matched(env, config, app_id)
         return merge(plan.layers(matched)), matched
 
     def answer(
@@ -207,7 +212,7 @@ class Snapshot:
         plan = self.plan(app_id)
         if plan.access:
             plan.check_access(env, config)
-        matched = plan.matched(env, config) if plan.has_rules else ()
+        matched = plan.matched(env, config, app_id) if plan.has_rules else ()
         return self._answer(plan, app_id, matched)
 
     def _answer(self, plan: _AppPlan, app_id: str | None, matched: tuple[Rule, ...]) -> Answer:

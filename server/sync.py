@@ -21,13 +21,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import git
+
 from .commit_signatures import SignaturePolicy
+from .config_history import AppHistory
 from .config_issues import ConfigIssue
 from .errors import GitError, NotReady
 from .git_credentials import load_git_credentials
 from .git_mirror import DataDirLock, GitMirror, MirrorDamaged
 from .lmcache_schema import Schema, load_schema
-from .repo_format import RepoLimits, load_config_set
+from .redact import redact
+from .repo_format import RepoLimits
 from .secret_values import SecretSource
 from .settings import Settings
 from .snapshot import CommitInfo, Snapshot, SnapshotHolder
@@ -235,27 +239,21 @@ class Syncer:
 
     def _build(self, sha: str) -> Snapshot | Rejection:
         assert self._schema is not None
-        limits = repo_limits(self.settings)
         if self._signatures is not None:
             refusal = self._signatures.check(self.mirror.path, sha)
             if refusal is not None:
                 info = self.mirror.commit_info(sha)
                 issue = ConfigIssue(path=".", line=1, column=1, message=refusal)
                 return Rejection(commit=info, issues=(issue,), rejected_at=time.time())
-        info, files, issues = self.mirror.read_commit(
-            sha, self.settings.path, max_file_bytes=limits.max_file_bytes
-        )
-        prefix = f"{self.settings.path.strip('/')}/" if self.settings.path.strip("/") else ""
-        config_set, config_issues = load_config_set(
-            files, self._schema, display_prefix=prefix, limits=limits
+        info, config_set, issues = self.mirror.load_commit(
+            sha, self.settings.path, self._schema, repo_limits(self.settings)
         )
         secrets: dict[str, str] = {}
         if config_set is not None:
             secrets, secret_issues = self._secret_source.resolve(config_set)
-            config_issues = [*config_issues, *secret_issues]
-        all_issues = tuple(sorted((*issues, *config_issues)))
-        if config_set is None or all_issues:
-            return Rejection(commit=info, issues=all_issues, rejected_at=time.time())
+            issues = [*issues, *secret_issues]
+        if config_set is None or issues:
+            return Rejection(commit=info, issues=tuple(sorted(issues)), rejected_at=time.time())
         return Snapshot(
             commit=info,
             config_set=config_set,
@@ -308,6 +306,24 @@ class Syncer:
         return bool(issues) or resolved != snapshot.secrets_for_comparison()
 
     # -- on the event loop --
+
+    async def history(self, app_id: str, start: str, limit: int) -> AppHistory:
+        """Commits up to ``start`` that changed ``app_id``'s config; git work on the git thread."""
+        if self._executor is None or self._schema is None:
+            raise NotReady("the git mirror is not open yet; see /status")
+        schema = self._schema
+        try:
+            return await self._in_git_thread(
+                self.mirror.app_history,
+                start,
+                self.settings.path,
+                schema,
+                app_id,
+                limit,
+                repo_limits(self.settings),
+            )
+        except (git.GitError, ValueError) as exc:
+            raise GitError(redact(f"reading the history of {start[:12]} failed: {exc}")) from None
 
     def _served_sha(self) -> str | None:
         snapshot = self.holder.current

@@ -118,7 +118,7 @@ def test_unknown_sections_and_rule_keys() -> None:
     )
     assert found[0] == (
         "apps/a.yaml:1:1: error: unknown section 'default'; did you mean 'defaults'? "
-        "allowed: defaults, overrides, rules, access"
+        "allowed: include, defaults, overrides, rules, access"
     )
     assert any(p.startswith("apps/a.yaml:5:5: error: unknown rule key 'wen'") for p in found)
     assert any(p.startswith("apps/a.yaml:4:5: error: rule 'r' has no 'when'") for p in found)
