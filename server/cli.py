@@ -1,4 +1,4 @@
-"""Command line: ``lmcache-config-server serve ...``."""
+"""Command line: ``lmcache-config-server serve|validate|render|diff ...``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from . import __version__
+from . import __version__, authoring_cli
 from .app import create_app
 from .auth import hash_token, new_token
 from .errors import SettingsError
@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     hash_token.add_argument("token", nargs="?", help="hash this token instead of a new one")
+    authoring_cli.add_commands(commands)
     return parser
 
 
@@ -88,6 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"token: {token}")
         print(f"token_sha256: {hash_token(token)}")
         return 0
+    if args.command in authoring_cli.COMMANDS:
+        try:
+            return authoring_cli.run(args)
+        except SettingsError as exc:
+            parser.exit(2, f"lmcache-config-server {args.command}: error: {exc.message}\n")
     try:
         settings = settings_from(args, os.environ)
     except SettingsError as exc:

@@ -163,7 +163,7 @@ def load_commit(
 
 
 def load_directory(
-    root: Path, schema: Schema, *, shown_as: str = ""
+    root: Path, schema: Schema, *, prefix: str = ""
 ) -> tuple[ConfigSet | None, list[ConfigIssue]]:
-    """Load and validate the config set in a directory (a working tree)."""
-    return load_config_set(DirectorySource(root), schema, display_prefix=display_prefix(shown_as))
+    """Load and validate the config set in a directory (a working tree); issues start ``prefix``."""
+    return load_config_set(DirectorySource(root), schema, display_prefix=prefix)
