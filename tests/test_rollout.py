@@ -167,7 +167,8 @@ async def test_render_shows_rollout_and_matches_the_server(
     ).out  # fmt: skip
     assert "rule applied: bigger-cache-canary (apps/app.yaml:4)" in text
     assert "rule not applied: host-canary (apps/app.yaml:9): env GPU_TYPE is not set" in text
-    assert "40.0" in text and "apps/app.yaml:8 (rule 'bigger-cache-canary')" in text
+    assert "40.0" in text
+    assert "apps/app.yaml:8 (rule 'bigger-cache-canary')" in text
     text = call(
         capsys, "render", "app", "--repo", str(repo.path), "--config",
         f"lmcache_instance_id={outside}",
