@@ -9,10 +9,7 @@ import ssl
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
-
 from . import __version__, authoring_cli
-from .app import create_app
 from .auth import hash_token, new_token
 from .errors import SettingsError
 from .redact import redact
@@ -102,6 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         ssl_context = tls_context(settings)
     except SettingsError as exc:
         parser.exit(2, f"lmcache-config-server: error: {exc.message}\n")
+    # Imported here so that validate/render/diff (run on every save) skip aiohttp's import.
+    from aiohttp import web  # noqa: PLC0415
+
+    from .app import create_app  # noqa: PLC0415
+
     configure_logging(settings.log_level)
     log = logging.getLogger("server")
     log.info(
