@@ -598,11 +598,11 @@ class _LimitedReader:
         size = self.source.size(relative)
         if size > self.limits.max_file_bytes:
             raise SourceProblem(f"file is {size} bytes; the limit is {self.limits.max_file_bytes}")
-        self.total += size
-        if self.total > self.limits.max_total_bytes:
+        if self.total + size > self.limits.max_total_bytes:
             raise SourceProblem(
                 f"config files total more than {self.limits.max_total_bytes} bytes with this one"
             )
+        self.total += size
         return self.source.read(relative)
 
 

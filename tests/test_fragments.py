@@ -177,3 +177,23 @@ def test_symlinked_fragment_is_refused_in_commits_and_on_disk(
     assert (on_disk.code, committed.code) == (1, 1)
     assert on_disk.out == f"{repo.path}/{expected}"
     assert committed.out == expected
+
+
+def test_fragments_count_against_the_repo_limits() -> None:
+    from server.repo_format import RepoLimits
+
+    files = {
+        "apps/a.yaml": b"include: [profiles/big.yaml, profiles/small.yaml]\n",
+        "profiles/big.yaml": b"# padding\n" * 20 + b"defaults: {chunk_size: 1}\n",
+        "profiles/small.yaml": b"defaults: {local_cpu: true}\n",
+    }
+    _, issues = load_config_set(files, SCHEMA, limits=RepoLimits(max_file_bytes=100))
+    assert [str(issue) for issue in issues] == [
+        "apps/a.yaml:1:11: error: cannot include 'profiles/big.yaml': file is 226 bytes; "
+        "the limit is 100"
+    ]
+    _, issues = load_config_set(files, SCHEMA, limits=RepoLimits(max_total_bytes=100))
+    assert [str(issue) for issue in issues] == [
+        "apps/a.yaml:1:11: error: cannot include 'profiles/big.yaml': config files total more "
+        "than 100 bytes with this one"
+    ]
