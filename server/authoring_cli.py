@@ -1,5 +1,8 @@
 """``validate``, ``render`` and ``diff``: the server's own loader, for config authors and CI.
 
+Secrets (``${secret:NAME}``) are never resolved here: the tools show the
+reference as written, and cannot tell whether the server defines it.
+
 Each command loads config sets exactly as the server does (``config_source``
 feeding ``repo_format.load_config_set``) and answers exactly as it does
 (``snapshot.Snapshot``), so what these commands say is what workers get.
@@ -27,7 +30,7 @@ from git import Repo
 from .config_diff import diff_config_sets, diff_markdown
 from .config_issues import ConfigIssue
 from .config_source import display_prefix, load_commit, load_directory
-from .errors import SettingsError
+from .errors import AccessDenied, SettingsError
 from .lmcache_schema import Schema, load_schema
 from .repo_format import APP_ID_RE, APP_ID_RULE, ConfigSet, Rule
 from .rollout import BUCKETS, bucket
@@ -281,7 +284,17 @@ def run_render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     snapshot = Snapshot(
         commit=info, config_set=config_set, loaded_at=time.time(), schema_source=schema.source
     )
-    answer = snapshot.answer(app_id, env, config)
+    try:
+        answer = snapshot.answer(app_id, env, config)
+    except AccessDenied as denied:
+        if args.format == "json":
+            error = {"status": denied.status, "code": denied.code, "message": denied.message}
+            print(json.dumps({"error": error}), file=out)
+        else:
+            print(
+                f"the server would refuse this worker ({denied.status}): {denied.message}", file=out
+            )
+        return EXIT_INVALID
     if args.format == "json":
         out.write(answer.body.decode())
         if out.isatty():

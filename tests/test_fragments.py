@@ -11,6 +11,7 @@ from server.lmcache_schema import load_schema
 from server.repo_format import ConfigSet, load_config_set
 from server.snapshot import CommitInfo, Snapshot
 from tests.clirun import call
+from tests.conftest import ServerFactory
 from tests.gitrepo import ConfigRepo
 
 SCHEMA = load_schema()
@@ -197,3 +198,42 @@ def test_fragments_count_against_the_repo_limits() -> None:
         "apps/a.yaml:1:11: error: cannot include 'profiles/big.yaml': config files total more "
         "than 100 bytes with this one"
     ]
+
+
+async def test_secrets_and_access_in_fragments(
+    tmp_path: Path,
+    start_server: ServerFactory,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LMCACHE_CONFIG_SERVER_SECRET_CACHE_PASSWORD", "s3cret")
+    repo = ConfigRepo(tmp_path / "repo")
+    repo.commit_files(
+        {
+            "apps/a.yaml": "include: [profiles/cache.yaml]\n",
+            "profiles/cache.yaml": """
+                access:
+                  env: {CLUSTER: "prod-*"}
+                overrides:
+                  remote_url: "lm://user:${secret:cache-password}@cache:65432"
+            """,
+        }
+    )
+    server = await start_server(repo.path)
+    body = {"env_variables": {"CLUSTER": "prod-eu"}}
+    status, answer = await server.config("a", body)
+    # The server resolves a secret used in a fragment, and applies a fragment's access.
+    assert status == 200
+    assert answer["configs"] == [
+        {"key": "remote_url", "value": "lm://user:s3cret@cache:65432", "override": True}
+    ]
+    assert (await server.config("a", {"env_variables": {"CLUSTER": "dev"}}))[0] == 403
+
+    # render shows the reference, never the secret, and the same refusal.
+    shown = call(capsys, "render", "a", "--repo", str(repo.path), "--env", "CLUSTER=prod-eu")
+    assert "${secret:cache-password}" in shown.out
+    assert "s3cret" not in shown.out
+    assert "profiles/cache.yaml:4" in shown.out
+    refused = call(capsys, "render", "a", "--repo", str(repo.path), "--env", "CLUSTER=dev")
+    assert refused.code == 1
+    assert refused.out.startswith("the server would refuse this worker (403): ")
