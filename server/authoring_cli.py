@@ -19,8 +19,9 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TextIO
 
 import git
@@ -397,7 +398,9 @@ def run_diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"validate": run_validate, "render": run_render, "diff": run_diff}
+COMMANDS: Mapping[str, Callable[[argparse.Namespace, TextIO, TextIO], int]] = MappingProxyType(
+    {"validate": run_validate, "render": run_render, "diff": run_diff}
+)
 
 
 def run(args: argparse.Namespace) -> int:

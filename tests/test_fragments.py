@@ -237,3 +237,32 @@ async def test_secrets_and_access_in_fragments(
     refused = call(capsys, "render", "a", "--repo", str(repo.path), "--env", "CLUSTER=dev")
     assert refused.code == 1
     assert refused.out.startswith("the server would refuse this worker (403): ")
+
+
+def test_render_text_names_every_origin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = ConfigRepo(tmp_path / "repo")
+    repo.commit_files(
+        {
+            "global.yaml": "defaults:\n  chunk_size: 256\n  extra_config: {owner: platform}\n",
+            "profiles/eu.yaml": "overrides:\n  remote_url: lm://eu:1\n  extra_config: {region: eu}\n",
+            "apps/a.yaml": (
+                "include: [profiles/eu.yaml]\n"
+                "overrides:\n  chunk_size: 512\n"
+                "rules:\n"
+                "  - name: big\n    when: {config: {local_cpu: true}}\n"
+                "    overrides: {max_local_cpu_size: 30.0}\n"
+            ),
+        }
+    )
+    text = call(
+        capsys, "render", "a", "--repo", str(repo.path), "--ref", "HEAD",
+        "--config", "local_cpu=true",
+    ).out  # fmt: skip
+    rows = {line.split()[0]: line for line in text.splitlines()[4:] if line}
+    assert text.splitlines()[1] == "files: global.yaml, profiles/eu.yaml, apps/a.yaml"
+    assert rows["chunk_size"].split()[1:] == ["512", "override", "apps/a.yaml:3"]
+    assert rows["remote_url"].split()[1:] == ['"lm://eu:1"', "override", "profiles/eu.yaml:2"]
+    assert rows["extra_config"].endswith("override  global.yaml:3, profiles/eu.yaml:3")
+    assert rows["max_local_cpu_size"].endswith("apps/a.yaml:7 (rule 'big')")
+    assert "rule applied: big (apps/a.yaml:5)" in text
+    assert repo.head()[:12] in text.splitlines()[0]
