@@ -9,6 +9,7 @@ the repository wrote them: ``${secret:NAME}`` references are never resolved here
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ import yaml
 from aiohttp import web
 
 from .appkeys import SETTINGS, SNAPSHOTS, SYNCER
+from .config_diff import AppDiff, diff_config_sets
 from .errors import MalformedBody, NotReady
 from .repo_format import APP_ID_RE
 from .snapshot import Snapshot, answer_items
@@ -101,12 +103,60 @@ async def apps(request: web.Request) -> dict[str, Any]:
     return {"page": "apps", "snapshot": snapshot, "query": query, "rows": rows}
 
 
+async def _snapshot_for(request: web.Request) -> Snapshot:
+    """The served snapshot, or the one of ``?commit=`` (for links to a past state)."""
+    served = _snapshot(request)
+    commit = request.query.get("commit", "")
+    if not commit or served.commit.sha.startswith(commit):
+        return served
+    return await request.app[SYNCER].snapshot_at(commit)
+
+
+def _diff_rows(diff: AppDiff) -> dict[str, Any]:
+    def cell(setting: Any) -> str:
+        if setting is None:
+            return "(not set)"
+        flag = "override" if setting.override else "default"
+        return f"{json.dumps(setting.value, sort_keys=True)} ({flag})"
+
+    return {
+        "status": diff.status,
+        "keys": [
+            {
+                "key": change.key,
+                "change": change.change + (", override flipped" if change.override_flipped else ""),
+                "before": cell(change.before),
+                "after": cell(change.after),
+            }
+            for change in diff.keys
+        ],
+        "rules": [
+            {
+                "name": change.name,
+                "change": change.change,
+                "before": change.before.describe() if change.before else "",
+                "after": change.after.describe() if change.after else "",
+            }
+            for change in diff.rules
+        ],
+    }
+
+
 @aiohttp_jinja2.template("app.html")
 async def app_detail(request: web.Request) -> dict[str, Any]:
-    snapshot = _snapshot(request)
     app_id = request.match_info["app_id"]
     if not APP_ID_RE.match(app_id):
         raise web.HTTPNotFound()
+    served = _snapshot(request)
+    snapshot = await _snapshot_for(request)
+    syncer = request.app[SYNCER]
+    history = await syncer.history(app_id, served.commit.sha, 20)
+    diff = None
+    diff_from, diff_to = request.query.get("from", ""), request.query.get("to", "")
+    if diff_from and diff_to:
+        before = await syncer.snapshot_at(diff_from)
+        after = await syncer.snapshot_at(diff_to)
+        diff = _diff_rows(diff_config_sets(before.config_set, after.config_set, app_id)[0])
     env_text = request.query.get("env", "")
     config_text = request.query.get("config", "")
     env = _pairs(env_text, typed=False)
@@ -134,6 +184,11 @@ async def app_detail(request: web.Request) -> dict[str, Any]:
     return {
         "page": "apps",
         "snapshot": snapshot,
+        "served": served,
+        "history": history,
+        "diff": diff,
+        "diff_from": diff_from,
+        "diff_to": diff_to,
         "app_id": app_id,
         "known": plan.known,
         "env_text": env_text,

@@ -33,7 +33,7 @@ from git import Repo
 from .config_history import AppHistory, FingerprintMemo, app_history
 from .config_issues import ConfigIssue
 from .config_source import commit_info, load_commit
-from .errors import GitError, SettingsError
+from .errors import GitError, InvalidParameter, SettingsError
 from .git_credentials import GitCredentials
 from .lmcache_schema import Schema
 from .redact import redact
@@ -220,6 +220,18 @@ class GitMirror:
             f"ref '{self.ref}' not found in {self.remote_for_display} "
             "(no such branch, tag or commit; deleted?)"
         )
+
+    def resolve_rev(self, rev: str) -> str:
+        """A full commit sha (or unambiguous prefix) present in the mirror, checked."""
+        if not re.fullmatch(r"[0-9a-f]{7,40}", rev):
+            raise InvalidParameter(f"not a commit id: {rev[:64]!r}")
+        with self._open() as repo:
+            sha = repo.git.rev_parse(
+                "--verify", "--quiet", f"{rev}^{{commit}}", with_exceptions=False
+            )
+        if not sha:
+            raise InvalidParameter(f"commit {rev} is not in the server's mirror")
+        return str(sha)
 
     def has_commit(self, sha: str) -> bool:
         with self._open() as repo:

@@ -26,7 +26,7 @@ import git
 from .commit_signatures import SignaturePolicy
 from .config_history import AppHistory
 from .config_issues import ConfigIssue
-from .errors import GitError, NotReady
+from .errors import GitError, InvalidParameter, NotReady
 from .git_credentials import load_git_credentials
 from .git_mirror import DataDirLock, GitMirror, MirrorDamaged
 from .lmcache_schema import Schema, load_schema
@@ -324,6 +324,31 @@ class Syncer:
             )
         except (git.GitError, ValueError) as exc:
             raise GitError(redact(f"reading the history of {start[:12]} failed: {exc}")) from None
+
+    async def snapshot_at(self, rev: str) -> Snapshot:
+        """A snapshot of any commit in the mirror (for viewing), secrets left unresolved."""
+        if self._executor is None or self._schema is None:
+            raise NotReady("the git mirror is not open yet; see /status")
+        schema = self._schema
+
+        def build() -> Snapshot:
+            sha = self.mirror.resolve_rev(rev)
+            info, config_set, issues = self.mirror.load_commit(
+                sha, self.settings.path, schema, repo_limits(self.settings)
+            )
+            if config_set is None:
+                raise InvalidParameter(
+                    f"commit {sha[:12]} did not pass validation ({len(issues)} error(s)); "
+                    "it was never served"
+                )
+            return Snapshot(
+                commit=info,
+                config_set=config_set,
+                loaded_at=time.time(),
+                schema_source=schema.source,
+            )
+
+        return await self._in_git_thread(build)
 
     def _served_sha(self) -> str | None:
         snapshot = self.holder.current

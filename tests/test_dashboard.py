@@ -154,3 +154,38 @@ async def test_dashboard_needs_an_admin_when_auth_is_on(
     assert response.status == 200
     assert repo.head()[:12] in await admin.inner_text("#served")
     await context.close()
+
+
+async def test_app_history_diff_and_links_to_a_past_commit(
+    tmp_path: Path, repo: ConfigRepo, browser: Browser, start_server: ServerFactory
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "cache-password").write_text("x")
+    first = repo.head()
+    second = repo.commit_files(
+        {"apps/test-app.yaml": APP.replace("chunk_size: 512", "chunk_size: 1024")}, "bigger chunks"
+    )
+    repo.commit_files({"apps/other-app.yaml": "defaults: {chunk_size: 32}\n"}, "other app only")
+    server = await start_server(repo.path, secrets_dir=str(secrets))
+    base = str(server.client.make_url(""))
+    page = await browser.new_page()
+
+    await page.goto(f"{base}/dashboard/apps/test-app")
+    history = await page.inner_text("#history")
+    assert "bigger chunks" in history
+    assert "initial config" in history
+    assert "other app only" not in history  # did not change test-app
+    await page.click("#show-diff")
+    assert await page.inner_text("#diff-title") == f"Diff {first[:12]} → {second[:12]}: changed"
+    diff = await page.inner_text("#diff")
+    assert "chunk_size" in diff
+    assert "512 (override)" in diff
+    assert "1024 (override)" in diff
+    assert f"from={first}" in page.url
+    await page.screenshot(path=ARTIFACTS / "dashboard-app-diff.png", full_page=True)
+
+    await page.click(f"text={first[:12]}")
+    assert "Showing commit" in await page.inner_text("#pinned")
+    assert "512" in await page.inner_text("#answer")
+    assert f"commit={first}" in page.url
