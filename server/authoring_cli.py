@@ -139,6 +139,14 @@ def _load_rev(
         raise SettingsError(f"unknown revision '{rev}'") from None
 
 
+def _ref_or_head_of_bare(path: str, ref: str | None) -> str | None:
+    """A bare repository has no files on disk to read: read its HEAD commit instead."""
+    root = Path(path)
+    if ref is None and (root / "HEAD").is_file() and (root / "objects").is_dir():
+        return "HEAD"
+    return ref
+
+
 def _check_subdir(subdir: str) -> str:
     if subdir.startswith("/") or ".." in Path(subdir).parts:
         raise SettingsError("--path must be a relative subdirectory inside the repository")
@@ -264,6 +272,7 @@ def run_render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     config = parse_assignments(args.config, "--config", as_yaml=True)
     subdir = _check_subdir(args.path)
     schema = quiet_schema()
+    args.ref = _ref_or_head_of_bare(args.repo, args.ref)
     if args.ref is None:
         root = Path(args.repo) / subdir
         if not root.is_dir():

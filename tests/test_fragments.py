@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -266,3 +268,17 @@ def test_render_text_names_every_origin(tmp_path: Path, capsys: pytest.CaptureFi
     assert rows["max_local_cpu_size"].endswith("apps/a.yaml:7 (rule 'big')")
     assert "rule applied: big (apps/a.yaml:5)" in text
     assert repo.head()[:12] in text.splitlines()[0]
+
+
+def test_render_reads_head_of_a_bare_repository(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = ConfigRepo(tmp_path / "repo")
+    head = repo.commit_files({"apps/a.yaml": "overrides: {chunk_size: 8}\n"})
+    bare = tmp_path / "bare.git"
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(repo.path), str(bare)], check=True)
+    result = call(capsys, "render", "a", "--repo", str(bare), "--format", "json")
+    assert result.code == 0
+    answer = json.loads(result.out)
+    assert answer["version"] == head
+    assert answer["configs"] == [{"key": "chunk_size", "value": 8, "override": True}]
