@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -9,14 +10,29 @@ from aiohttp import web
 
 from . import http_api, sync_api
 from .access_control import auth_middleware
-from .appkeys import AUTH, SETTINGS, SNAPSHOTS, STARTED_AT, SYNCER, WEBHOOKS
+from .appkeys import (
+    AUTH,
+    FLEET,
+    IN_FLIGHT,
+    METRICS,
+    SETTINGS,
+    SNAPSHOTS,
+    STARTED_AT,
+    SYNCER,
+    WEBHOOKS,
+)
 from .auth import AuthPolicy, load_auth_file
 from .dashboard import setup_dashboard
+from .fleet import FleetTable
+from .in_flight import InFlight
+from .metrics import Metrics, StateCollector
 from .settings import Settings
 from .snapshot import SnapshotHolder
 from .sync import Syncer
 from .upstream_watch import RefWatcher, local_git_dir
 from .webhooks import WebhookReceiver, load_webhook_secret
+
+log = logging.getLogger("server")
 
 
 async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -25,6 +41,7 @@ async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
     await syncer.start()
     yield
     await syncer.stop()
+    log.info("sync stopped")
 
 
 async def watch_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -44,7 +61,8 @@ async def watch_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[http_api.error_middleware, auth_middleware],
+        # Outermost first: request id, log line and metrics see every outcome, auth errors too.
+        middlewares=[http_api.request_middleware, http_api.error_middleware, auth_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[AUTH] = AuthPolicy(
@@ -53,10 +71,27 @@ def create_app(settings: Settings) -> web.Application:
     )
     holder = SnapshotHolder()
     app[WEBHOOKS] = WebhookReceiver(load_webhook_secret(settings), settings.ref)
+    syncer = Syncer(settings, holder)
+    fleet = FleetTable(capacity=settings.fleet_size, env_allow_list=settings.fleet_env)
+    started_at = time.time()
+    metrics = Metrics()
+    metrics.registry.register(
+        StateCollector(
+            holder=holder,
+            syncer=syncer,
+            fleet=fleet,
+            started_at=started_at,
+            stale_after=settings.stale_after,
+            ref=settings.ref,
+        )
+    )
     app[SETTINGS] = settings
     app[SNAPSHOTS] = holder
-    app[SYNCER] = Syncer(settings, holder)
-    app[STARTED_AT] = time.time()
+    app[SYNCER] = syncer
+    app[STARTED_AT] = started_at
+    app[FLEET] = fleet
+    app[METRICS] = metrics
+    app[IN_FLIGHT] = InFlight()
     app.cleanup_ctx.append(sync_ctx)
     app.cleanup_ctx.append(watch_ctx)
     http_api.add_routes(app)

@@ -3,34 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import ssl
-import sys
 from collections.abc import Sequence
 
 from . import __version__, authoring_cli
 from .auth import hash_token, new_token
 from .errors import SettingsError
+from .logs import configure_logging
 from .redact import redact
 from .settings import ENV_PREFIX, Settings, add_setting_arguments, settings_from
-
-
-class _RedactingFormatter(logging.Formatter):
-    """Last line of defence: no URL credential reaches the log, whatever logged it."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
-
-
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # GitPython logs every command line at debug, URLs included; keep it quiet.
-    logging.getLogger("git").setLevel(logging.WARNING)
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -58,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve /config to LMCache workers from a git repository",
         description=(
             "Serve /config to LMCache workers from validated snapshots of a git repository. "
-            f"Every flag can also be set by an environment variable ({ENV_PREFIX}<FLAG>); "
-            "a flag wins over its variable."
+            f"Every flag can also be set by an environment variable ({ENV_PREFIX}<FLAG>) "
+            "or a key of the --config-file YAML file; a flag wins over its variable, "
+            "a variable over the file."
         ),
     )
     add_setting_arguments(serve)
@@ -100,11 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         parser.exit(2, f"lmcache-config-server: error: {exc.message}\n")
     # Imported here so that validate/render/diff (run on every save) skip aiohttp's import.
-    from aiohttp import web  # noqa: PLC0415
+    from .lifecycle import serve  # noqa: PLC0415
 
-    from .app import create_app  # noqa: PLC0415
-
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     log = logging.getLogger("server")
     log.info(
         "serving %s (ref %s%s) on %s://%s:%d, data dir %s",
@@ -117,15 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.data_dir,
     )
     try:
-        web.run_app(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            access_log=None,
-            print=None,
-            ssl_context=ssl_context,
-        )
+        asyncio.run(serve(settings, ssl_context))
     except SettingsError as exc:
         log.error("%s", exc.message)
         return 2
+    except OSError as exc:  # e.g. the port is taken
+        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
+        return 1
+    log.info("stopped cleanly")
     return 0

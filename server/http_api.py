@@ -1,14 +1,21 @@
-"""HTTP endpoints: /config for workers; /history, /healthz, /readyz and /status for people.
+"""HTTP endpoints: /config for workers; /history, /healthz, /readyz, /status, /fleet and
+/metrics for people.
 
 /config reads the current snapshot reference once and answers from it alone,
 so every answer comes from exactly one commit. Nothing on this path touches
 git or the disk. Request bodies carry the worker's whole environment: they are
 parsed, used for rule matching, and dropped; neither they nor env values are
-ever logged (only the names of variables a matching rule read).
+ever logged (only the names of variables a matching rule read), and the fleet
+table copies only allow-listed variables out of them.
+
+Two middlewares wrap every handler: ``request_middleware`` (outermost) gives
+the request its id and writes its one log line and metrics, whatever happened;
+``error_middleware`` turns the exception hierarchy into JSON errors.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -17,7 +24,20 @@ from typing import Any
 
 from aiohttp import web
 
-from .appkeys import AUTH, CREDENTIAL, SETTINGS, SNAPSHOTS, STARTED_AT, SYNCER
+from .appkeys import (
+    ACCESS_FIELDS,
+    APP_LABEL,
+    AUTH,
+    CREDENTIAL,
+    FLEET,
+    IN_FLIGHT,
+    METRICS,
+    REQUEST_ID,
+    SETTINGS,
+    SNAPSHOTS,
+    STARTED_AT,
+    SYNCER,
+)
 from .auth import REALM
 from .errors import (
     AccessDenied,
@@ -30,6 +50,9 @@ from .errors import (
     Unauthorized,
     UnknownApp,
 )
+from .freshness import freshness
+from .logs import REQUEST_ID_HEADER, Fields, log_event, request_id_from
+from .metrics import INVALID_APP, app_label
 from .repo_format import APP_ID_RE, APP_ID_RULE
 from .settings import Settings
 
@@ -38,11 +61,75 @@ error_log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# Probes and scrapes arrive every few seconds from every kubelet and Prometheus:
+# their lines go to debug so that they do not drown the answers to workers.
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Status for an answer cut short because the client went away (nginx's convention).
+CLIENT_GONE = 499
+
 
 def json_error(status: int, code: str, message: str) -> web.Response:
     return web.json_response(
         {"error": {"status": status, "code": code, "message": message}}, status=status
     )
+
+
+@web.middleware
+async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, then one log line and the metrics of the request, whatever its outcome."""
+    started = time.perf_counter()
+    request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+    request[REQUEST_ID] = request_id
+    tracker = request.app[IN_FLIGHT]
+    tracker.enter()
+    gauge = request.app[METRICS].in_flight if request.path == "/config" else None
+    if gauge is not None:
+        gauge.inc()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers[REQUEST_ID_HEADER] = request_id
+        if tracker.draining:
+            response.force_close()  # shutting down: no further requests on this connection
+        return response
+    except web.HTTPException as exc:  # below 400 only: error_middleware answers the rest
+        status = exc.status
+        exc.headers[REQUEST_ID_HEADER] = request_id
+        raise
+    except asyncio.CancelledError:
+        status = CLIENT_GONE
+        raise
+    finally:
+        if gauge is not None:
+            gauge.dec()
+        tracker.leave()
+        _after_request(request, request_id, status, time.perf_counter() - started)
+
+
+def _after_request(request: web.Request, request_id: str, status: int, seconds: float) -> None:
+    app = request.app
+    label = request.get(APP_LABEL)
+    if label is not None:
+        app[METRICS].observe_config(label, status, seconds)
+    if not app[SETTINGS].access_log:
+        return
+    resource = request.match_info.route.resource
+    # The route's pattern, not the raw path: never a query string, bounded in size.
+    path = resource.canonical if resource is not None else request.path[:100]
+    fields: dict[str, str | int | float | bool | None] = {
+        "id": request_id,
+        "method": request.method,
+        "path": path,
+        "status": status,
+        "ms": round(seconds * 1000, 3),
+        "peer": request.remote,
+    }
+    credential = request.get(CREDENTIAL)
+    if credential is not None:
+        fields["credential"] = credential.name  # its name from the auth file, never the token
+    fields.update(request.get(ACCESS_FIELDS, {}))
+    log_event(log, logging.DEBUG if path in QUIET_PATHS else logging.INFO, "request", fields)
 
 
 @web.middleware
@@ -67,7 +154,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         code = exc.reason.lower().replace(" ", "_")
         return json_error(exc.status, code, f"{exc.reason}: {request.method} {request.path}")
     except Exception:
-        error_log.exception("unexpected error answering %s %s", request.method, request.path)
+        error_log.exception(
+            "unexpected error answering %s %s (request id %s)",
+            request.method,
+            request.path[:100],
+            request.get(REQUEST_ID),
+        )
         return json_error(500, "internal", "internal server error; see the server log")
 
 
@@ -154,9 +246,10 @@ def parse_body(raw: bytes, settings: Settings) -> tuple[dict[str, Any], dict[str
 
 
 async def handle_config(request: web.Request) -> web.Response:
-    started = time.perf_counter()
+    request[APP_LABEL] = INVALID_APP
     app_id = parse_app_id(request)
     snapshot = request.app[SNAPSHOTS].current
+    request[APP_LABEL] = app_label(snapshot, app_id)
     if snapshot is None:
         raise NotReady("no validated commit loaded yet; see /status")
     settings = request.app[SETTINGS]
@@ -175,18 +268,27 @@ async def handle_config(request: web.Request) -> web.Response:
         # The message names variables only, never their values.
         log.warning("config app=%s denied: %s", app_id or "-", denied.message)
         raise
-    if settings.access_log:
-        log.info(
-            "config app=%s known=%s commit=%s rules=%s env_used=%s peer=%s %.2fms",
-            app_id or "-",
-            str(answer.app_known).lower(),
-            snapshot.commit.sha[:12],
-            ",".join(answer.applied_rules) or "-",
-            ",".join(answer.env_names_used) or "-",
-            request.remote,
-            (time.perf_counter() - started) * 1000,
-        )
-    elif not answer.app_known and snapshot.first_sighting_of_unknown(app_id):
+    request.app[FLEET].record(
+        app_id=app_id,
+        env=env,
+        config=config,
+        peer=request.remote,
+        commit=snapshot.commit.sha,
+        now=time.time(),
+    )
+    access: Fields = {
+        "app": app_id,
+        "known": answer.app_known,
+        "commit": snapshot.commit.sha[:12],
+        "rules": ",".join(answer.applied_rules) or None,
+        "env_used": ",".join(answer.env_names_used) or None,
+    }
+    request[ACCESS_FIELDS] = access
+    if (
+        not settings.access_log
+        and not answer.app_known
+        and snapshot.first_sighting_of_unknown(app_id)
+    ):
         log.warning(
             "unknown app %s at commit %s: serving the global layer",
             app_id or "-",
@@ -242,12 +344,16 @@ async def handle_status(request: web.Request) -> web.Response:
     syncer = app[SYNCER]
     state = syncer.state
     snapshot = app[SNAPSHOTS].current
+    fresh = freshness(
+        state, started_at=app[STARTED_AT], stale_after=settings.stale_after, now=time.time()
+    )
     if not is_admin_request(request):
         # Without an admin credential: enough for a load balancer or a curious worker.
         return web.json_response(
             {
                 "ready": snapshot is not None,
                 "version": snapshot.commit.sha if snapshot else None,
+                "stale": fresh.stale,
                 "detail": "send an admin token for the full status",
             }
         )
@@ -261,6 +367,10 @@ async def handle_status(request: web.Request) -> web.Response:
         }
     status = {
         "ready": snapshot is not None,
+        "stale": fresh.stale,
+        "stale_reason": fresh.reason,
+        "stale_after": settings.stale_after,
+        "seconds_since_last_successful_sync": fresh.since_last_success,
         "repo": syncer.mirror.remote_for_display,
         "git_credentials": syncer.mirror.credentials.describe(),
         "ref": settings.ref,
@@ -277,8 +387,26 @@ async def handle_status(request: web.Request) -> web.Response:
         "recent_syncs": [record.as_json() for record in reversed(state.recent)],
         "sync_task_error": state.task_error,
         "started_at": app[STARTED_AT],
+        "fleet_instances_tracked": len(app[FLEET]),
     }
     return web.json_response(status, dumps=lambda data: json.dumps(data, indent=2))
+
+
+async def handle_fleet(request: web.Request) -> web.Response:
+    """Per app: which workers (as this replica saw them) hold which commit."""
+    wanted = request.query.get("app")
+    if wanted is not None and not APP_ID_RE.match(wanted):
+        raise InvalidAppId(f"invalid app {wanted[:64]!r}: app ids are {APP_ID_RULE}")
+    snapshot = request.app[SNAPSHOTS].current
+    report = request.app[FLEET].report(
+        served=snapshot.commit.sha if snapshot else None, app_id=wanted
+    )
+    return web.json_response(report, dumps=lambda data: json.dumps(data, indent=2))
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[METRICS].exposition(request.headers.get("Accept", ""))
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 def add_routes(app: web.Application) -> None:
@@ -288,3 +416,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/status", handle_status)
+    app.router.add_get("/fleet", handle_fleet)
+    app.router.add_get("/metrics", handle_metrics)

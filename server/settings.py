@@ -2,23 +2,29 @@
 
 Every field of :class:`Settings` carries its help text in its metadata; the CLI
 flags (``--poll-interval``), the environment variables
-(``LMCACHE_CONFIG_SERVER_POLL_INTERVAL``) and the settings table in the README
-are all derived from these definitions, so none of them can drift apart.
-Precedence: command-line flag, then environment variable, then default.
+(``LMCACHE_CONFIG_SERVER_POLL_INTERVAL``), the keys of the optional settings
+file (``poll_interval:``) and the settings table in the README are all derived
+from these definitions, so none of them can drift apart.
+Precedence: command-line flag, then environment variable, then settings file,
+then default.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from .errors import SettingsError
+from .yaml_source import YamlFile
 
 ENV_PREFIX = "LMCACHE_CONFIG_SERVER_"
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _default_data_dir() -> str:
@@ -191,8 +197,40 @@ class Settings:
     log_level: str = _setting("info", "Log level: debug, info, warning or error.", metavar="LEVEL")
     access_log: bool = _setting(
         True,
-        "Log one line per /config answer (app, commit, rules applied, status, duration). "
-        "Never a body or an environment value.",
+        "Log one line per request (request id, method, path, status, duration; for /config "
+        "also app, commit and rules applied). Probe and /metrics requests are logged at debug "
+        "level. Never a body, a query string or an environment value.",
+    )
+    log_format: str = _setting(
+        "text", "Log format: text, or json (one JSON object per line).", metavar="FORMAT"
+    )
+    config_file: str = _setting(
+        "",
+        "Optional YAML settings file: a mapping of setting names (as the flags, without the "
+        "leading dashes) to values. A flag or environment variable wins over the file.",
+        metavar="FILE",
+    )
+    stale_after: float = _setting(
+        600.0,
+        "Seconds without a successful sync after which /status and /metrics report the served "
+        "config as stale.",
+        metavar="SECONDS",
+    )
+    fleet_size: int = _setting(
+        10000,
+        "Most worker instances remembered for /fleet; the least recently seen is forgotten first.",
+        metavar="COUNT",
+    )
+    fleet_env: tuple[str, ...] = _setting(
+        ("HOSTNAME", "POD_NAME", "NODE_NAME"),
+        "Comma-separated worker environment variables recorded in /fleet to tell workers apart. "
+        "Only these are kept; never list a secret here.",
+        metavar="NAMES",
+    )
+    shutdown_timeout: float = _setting(
+        20.0,
+        "Seconds to wait for answers in flight after SIGTERM before closing their connections.",
+        metavar="SECONDS",
     )
 
     @property
@@ -220,6 +258,13 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"not a boolean: {text!r} (use true or false)")
 
 
+_NAMES = "tuple[str, ...]"
+
+
+def _parse_names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 def _convert(field: dataclasses.Field[Any], raw: str, source: str) -> Any:
     kind = field.type
     try:
@@ -231,14 +276,77 @@ def _convert(field: dataclasses.Field[Any], raw: str, source: str) -> Any:
             return float(raw)
     except ValueError as exc:
         raise SettingsError(f"{source}: {exc}") from None
+    if kind == _NAMES:
+        return _parse_names(raw)
     return raw
+
+
+def _from_file_value(field: dataclasses.Field[Any], value: Any) -> Any:
+    """A value as YAML typed it, checked strictly: a quoted "30" for a number is a mistake."""
+    kind = field.type
+    if kind == "bool" and isinstance(value, bool):
+        return value
+    if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if kind == "str" and isinstance(value, str):
+        return value
+    if kind == _NAMES:
+        if isinstance(value, str):
+            return _parse_names(value)
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return tuple(value)
+    expected = {
+        "bool": "true or false",
+        "int": "a whole number",
+        "float": "a number",
+        "str": "a string (quote it)",
+        _NAMES: "a list of names or a comma-separated string",
+    }[str(kind)]
+    raise ValueError(f"must be {expected}, got {value!r}")
+
+
+def _normalise_key(key: str) -> str:
+    return key.strip().lstrip("-").replace("-", "_")
+
+
+def load_settings_file(path: str) -> dict[str, Any]:
+    """Setting values from a YAML file; unknown keys, bad types and duplicates are errors."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"cannot read settings file {path}: {exc}") from None
+    source = YamlFile(path, text)
+    values: dict[str, Any] = {}
+    by_name = {field.name: field for field in SETTING_FIELDS if field.name != "config_file"}
+    if source.root is not None:
+        for key, key_node, value_node in source.mapping(source.root, "the settings file"):
+            name = _normalise_key(key)
+            field = by_name.get(name)
+            if field is None:
+                close = difflib.get_close_matches(name, list(by_name), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                if name == "config_file":
+                    hint = ": a settings file cannot name another one"
+                source.report(key_node, f"unknown setting '{key}'{hint}")
+                continue
+            try:
+                values[name] = _from_file_value(field, source.value(value_node))
+            except ValueError as exc:
+                source.report(value_node, f"setting '{key}' {exc}")
+    if source.issues:
+        raise SettingsError(
+            "bad settings file:\n  " + "\n  ".join(str(issue) for issue in source.issues)
+        )
+    return values
 
 
 def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per setting; defaults stay None so env vars can fill in."""
     for field in SETTING_FIELDS:
         env = env_var_name(field.name)
-        help_text = f"{field.metadata['help']} [env {env}; default {field.default!r}]"
+        help_text = f"{field.metadata['help']} [env {env}; default {_default_text(field)}]"
         if field.type == "bool":
             parser.add_argument(
                 flag_name(field.name),
@@ -258,8 +366,9 @@ def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
-    """Merge CLI arguments over environment variables over defaults, then check them."""
-    values: dict[str, Any] = {}
+    """Merge CLI arguments over environment variables over the settings file over defaults."""
+    config_file = getattr(args, "config_file", None) or environ.get(env_var_name("config_file"))
+    values: dict[str, Any] = load_settings_file(config_file) if config_file else {}
     for field in SETTING_FIELDS:
         cli_value = getattr(args, field.name, None)
         env = env_var_name(field.name)
@@ -312,6 +421,25 @@ def check_settings(settings: Settings) -> None:
         raise SettingsError("--log-level must be one of debug, info, warning, error")
     if settings.path.startswith("/") or ".." in Path(settings.path).parts:
         raise SettingsError("--path must be a relative subdirectory inside the repository")
+    if settings.log_format not in {"text", "json"}:
+        raise SettingsError("--log-format must be text or json")
+    if settings.stale_after <= 0:
+        raise SettingsError("--stale-after must be a positive number of seconds")
+    if settings.fleet_size < 1:
+        raise SettingsError("--fleet-size must be at least 1")
+    if settings.shutdown_timeout < 0:
+        raise SettingsError("--shutdown-timeout must not be negative")
+    bad_names = [name for name in settings.fleet_env if not _ENV_NAME_RE.match(name)]
+    if bad_names:
+        raise SettingsError(f"--fleet-env: not environment variable names: {bad_names}")
+
+
+def _default_text(field: dataclasses.Field[Any]) -> str:
+    if isinstance(field.default, bool):
+        return str(field.default).lower()
+    if isinstance(field.default, tuple):
+        return ",".join(field.default)
+    return str(field.default)
 
 
 def read_secret_file(path: str, flag: str) -> str:
@@ -331,10 +459,8 @@ def settings_table_markdown() -> str:
     for field in SETTING_FIELDS:
         if field.name == "data_dir":
             default = "`$XDG_STATE_HOME/lmcache-config-server`"
-        elif isinstance(field.default, bool):
-            default = f"`{str(field.default).lower()}`"
         else:
-            default = f"`{field.default}`" if field.default != "" else "(none)"
+            default = f"`{_default_text(field)}`" if field.default != "" else "(none)"
         rows.append(
             f"| `{flag_name(field.name)}` | `{env_var_name(field.name)}` | {default} "
             f"| {field.metadata['help']} |"

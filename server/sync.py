@@ -5,6 +5,8 @@ snapshot) runs on a single-thread executor; the event loop only swaps the
 finished snapshot in. A fetch that fails or hangs (it is killed after
 ``--git-timeout``) never touches the snapshot being served. A commit that fails
 validation is recorded as rejected and not retried until the ref moves.
+Every sync attempt ends in one ``SyncRecord``, one log line and one count in
+``SyncState`` (which ``/status`` and ``/metrics`` read).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .errors import GitError, InvalidParameter, NotReady
 from .git_credentials import load_git_credentials
 from .git_mirror import DataDirLock, GitMirror, MirrorDamaged
 from .lmcache_schema import Schema, load_schema
+from .logs import log_event
 from .redact import redact
 from .repo_format import RepoLimits
 from .secret_values import SecretSource
@@ -86,6 +89,10 @@ class SyncState:
     recent: collections.deque[SyncRecord] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=RECENT_SYNCS)
     )
+    # Totals since startup, by trigger (restored, startup, poll, manual, ...): for /metrics.
+    attempts: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    failures: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    rejected_commits: int = 0
 
 
 def repo_limits(settings: Settings) -> RepoLimits:
@@ -366,11 +373,8 @@ class Syncer:
         started = time.time()
         outcome = await self._in_git_thread(self._restore_blocking)
         if isinstance(outcome, Snapshot):
-            record = self._new_record("startup", started, "restored", None, outcome.commit.sha)
+            record = self._new_record("restore", started, "restored", None, outcome.commit.sha)
             await self._publish(outcome, record)
-            log.info(
-                "serving %s from the local mirror (restored at startup)", outcome.commit.sha[:12]
-            )
         elif isinstance(outcome, Rejection):
             self._reject(outcome)
 
@@ -384,12 +388,6 @@ class Syncer:
                 outcome = await self._in_git_thread(self._sync_blocking, old, rejected)
             except GitError as exc:
                 self.state.consecutive_failures += 1
-                log.warning(
-                    "sync (%s) failed, still serving %s: %s",
-                    trigger,
-                    old[:12] if old else "nothing",
-                    exc.message,
-                )
                 return self._keep(
                     self._new_record(trigger, started, "failed", old, old, exc.message)
                 )
@@ -398,7 +396,6 @@ class Syncer:
             self.state.last_success_at = time.time()
             if isinstance(outcome, str):
                 result = "rejected" if outcome == rejected and outcome != old else "unchanged"
-                log.debug("sync (%s): %s at %s", trigger, result, outcome[:12])
                 return self._keep(self._new_record(trigger, started, result, old, old))
             if isinstance(outcome, Rejection):
                 self._reject(outcome)
@@ -407,18 +404,12 @@ class Syncer:
                         trigger, started, "rejected", old, old, f"{len(outcome.issues)} error(s)"
                     )
                 )
-            log.info(
-                "sync (%s): now serving %s (was %s): %s",
-                trigger,
-                outcome.commit.sha[:12],
-                old[:12] if old else "nothing",
-                outcome.commit.subject,
-            )
             record = self._new_record(trigger, started, "updated", old, outcome.commit.sha)
             return await self._publish(outcome, record)
 
     def _reject(self, rejection: Rejection) -> None:
         self.state.last_rejection = rejection
+        self.state.rejected_commits += 1
         served = self._served_sha()
         log.error(
             "commit %s rejected (%d error(s)); still serving %s:\n  %s",
@@ -450,4 +441,28 @@ class Syncer:
     def _keep(self, record: SyncRecord) -> SyncRecord:
         self.state.last_sync = record
         self.state.recent.append(record)
+        self.state.attempts[record.trigger] += 1
+        if record.result == "failed":
+            self.state.failures[record.trigger] += 1
+        self._log(record)
         return record
+
+    def _log(self, record: SyncRecord) -> None:
+        """The one line per sync: what triggered it, what came of it, what is served now."""
+        level = logging.WARNING if record.result == "failed" else logging.INFO
+        snapshot = self.holder.current
+        changed = record.result in {"updated", "restored"}
+        log_event(
+            log,
+            level,
+            "sync",
+            {
+                "trigger": record.trigger,
+                "result": record.result,
+                "serving": record.new_commit[:12] if record.new_commit else None,
+                "was": record.old_commit[:12] if record.old_commit else None,
+                "ms": round((record.finished_at - record.started_at) * 1000, 1),
+                "subject": snapshot.commit.subject if changed and snapshot else None,
+                "error": record.error,
+            },
+        )

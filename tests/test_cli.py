@@ -169,4 +169,5 @@ def test_server_process_serves_and_stops_on_sigterm(
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
-    assert "now serving" in stderr
+    assert "sync trigger=startup result=updated" in stderr
+    assert "stopped cleanly" in stderr

@@ -1,0 +1,132 @@
+"""Which worker holds which commit: a bounded table of recent /config answers.
+
+Every answer records who asked (``lmcache_instance_id`` from current_config,
+the values of an allow-list of environment variables such as HOSTNAME, and the
+peer address), for which app, and which commit it was given. Nothing else from
+the request is kept: the worker sends its whole environment, secrets included,
+and only the allow-listed names are copied out of it.
+
+The table holds at most ``--fleet-size`` workers; recording a worker moves it
+to the young end, and the least recently seen worker is forgotten first, so
+memory stays bounded however many workers (or forged ids) ask. It is touched
+only on the event loop. Each replica knows the workers that asked *it*.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+# Identity values come from the request; cap their size so that a worker cannot
+# make one entry large.
+MAX_VALUE_CHARS = 256
+
+
+def _clip(value: object) -> str | None:
+    if value is None or isinstance(value, dict | list):
+        return None
+    text = str(value)
+    return text[:MAX_VALUE_CHARS]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Sighting:
+    """One worker's latest answer: who, for which app, which commit, when."""
+
+    app_id: str | None
+    instance_id: str | None
+    env: tuple[tuple[str, str], ...]  # allow-listed names only
+    peer: str | None
+    commit: str
+    seen_at: float
+
+    def as_json(self, served: str | None) -> dict[str, Any]:
+        return {
+            "instance_id": self.instance_id,
+            "env": dict(self.env),
+            "peer": self.peer,
+            "commit": self.commit,
+            "seen_at": self.seen_at,
+            "behind": served is not None and self.commit != served,
+        }
+
+
+class FleetTable:
+    def __init__(self, *, capacity: int, env_allow_list: Iterable[str]) -> None:
+        self.capacity = capacity
+        self.env_allow_list = tuple(env_allow_list)
+        self.evicted = 0
+        self._rows: collections.OrderedDict[tuple[str | None, str], Sighting] = (
+            collections.OrderedDict()
+        )
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def record(
+        self,
+        *,
+        app_id: str | None,
+        env: Mapping[str, Any],
+        config: Mapping[str, Any],
+        peer: str | None,
+        commit: str,
+        now: float,
+    ) -> Sighting:
+        instance_id = _clip(config.get("lmcache_instance_id"))
+        kept = tuple(
+            (name, text)
+            for name in self.env_allow_list
+            if (text := _clip(env.get(name))) is not None
+        )
+        # Without an instance id, the allow-listed variables and the peer tell workers apart.
+        identity = (
+            f"id={instance_id}"
+            if instance_id
+            else "|".join([f"peer={peer}", *(f"{name}={text}" for name, text in kept)])
+        )
+        key = (app_id, identity)
+        sighting = Sighting(
+            app_id=app_id, instance_id=instance_id, env=kept, peer=peer, commit=commit, seen_at=now
+        )
+        rows = self._rows
+        if key in rows:
+            rows.move_to_end(key)
+        rows[key] = sighting
+        if len(rows) > self.capacity:
+            rows.popitem(last=False)
+            self.evicted += 1
+        return sighting
+
+    def sightings(self, app_id: str | None = None) -> list[Sighting]:
+        """Newest first; all apps, or one."""
+        rows = reversed(self._rows.values())
+        return [s for s in rows if app_id is None or s.app_id == app_id]
+
+    def counts(self) -> collections.Counter[tuple[str | None, str]]:
+        """Workers per (app, commit)."""
+        return collections.Counter((s.app_id, s.commit) for s in self._rows.values())
+
+    def report(self, *, served: str | None, app_id: str | None = None) -> dict[str, Any]:
+        """Per app: how many workers hold which commit, and how many are behind ``served``."""
+        apps: dict[str, dict[str, Any]] = {}
+        for sighting in self.sightings(app_id):
+            name = sighting.app_id or "_none"
+            entry = apps.setdefault(
+                name, {"instances": 0, "behind": 0, "commits": {}, "workers": []}
+            )
+            entry["instances"] += 1
+            entry["commits"][sighting.commit] = entry["commits"].get(sighting.commit, 0) + 1
+            worker = sighting.as_json(served)
+            entry["behind"] += int(worker["behind"])
+            entry["workers"].append(worker)
+        return {
+            "served_commit": served,
+            "tracked": len(self._rows),
+            "capacity": self.capacity,
+            "evicted": self.evicted,
+            "env_allow_list": list(self.env_allow_list),
+            "apps": dict(sorted(apps.items())),
+        }

@@ -1,0 +1,91 @@
+"""Running the app as a process: serve until SIGTERM or SIGINT, then drain and stop.
+
+aiohttp's ``run_app`` stops reading from every connection as soon as its
+shutdown begins, so a worker whose request body is still uploading would lose
+its answer (aio-libs/aiohttp#2298). Here shutdown goes in three steps:
+
+1. close the listener: no new connections;
+2. wait (up to ``--shutdown-timeout``) until the requests in flight are
+   answered, while their connections keep reading; answers given meanwhile
+   carry ``Connection: close``;
+3. aiohttp's cleanup: close the connections, then the ``cleanup_ctx``
+   generators stop the background work (the sync task and its git thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+
+from aiohttp import web
+
+from .app import create_app
+from .appkeys import IN_FLIGHT
+from .lmcache_schema import load_schema
+from .settings import Settings
+
+log = logging.getLogger("server")
+
+# After the drain: time for responses already handed to aiohttp to be written.
+FINAL_WRITE_GRACE = 2.0
+
+
+def load_schema_quietly() -> None:
+    """Import the installed lmcache package (for its schema) before anything else runs.
+
+    lmcache installs stderr handlers of its own and prints torch warnings while
+    it is imported; that would break ``--log-format json`` (one object per
+    line). Its import-time chatter is silenced, and its loggers then go through
+    ours. The sync task logs which schema is in use.
+    """
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        load_schema()
+    finally:
+        logging.disable(previous)
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and name.split(".")[0] == "lmcache":
+            logger.handlers.clear()
+            logger.propagate = True
+            logger.setLevel(logging.WARNING)
+
+
+async def serve(settings: Settings, ssl_context: ssl.SSLContext | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully. Startup errors propagate."""
+    load_schema_quietly()
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=FINAL_WRITE_GRACE
+    )
+    try:
+        await runner.setup()  # runs the cleanup_ctx startups: the data dir lock, the sync task
+        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context)
+        await site.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+
+        in_flight = app[IN_FLIGHT]
+        in_flight.draining = True
+        log.info(
+            "shutting down: no new connections; finishing %d answer(s) in flight (up to %gs)",
+            in_flight.count,
+            settings.shutdown_timeout,
+        )
+        await site.stop()
+        try:
+            async with asyncio.timeout(settings.shutdown_timeout):
+                await in_flight.wait_idle()
+        except TimeoutError:
+            log.warning(
+                "%d answer(s) still in flight after --shutdown-timeout %gs; closing them",
+                in_flight.count,
+                settings.shutdown_timeout,
+            )
+    finally:
+        await runner.cleanup()

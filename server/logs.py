@@ -1,0 +1,110 @@
+"""Log output: text or JSON lines, request ids, and credential redaction.
+
+Events that operators search and count (one per request, one per sync) are
+logged with :func:`log_event`: a name plus flat fields. The text format shows
+them as ``event key=value ...``; the JSON format as one object per line with
+the fields as keys, so a log pipeline needs no parsing rules. Both formatters
+pass every finished line through :func:`redact`, the last line of defence
+against a URL credential that some library put in a message.
+
+What is never given to a logger here: request bodies, query strings, headers,
+and environment values of workers (only the names of variables a rule read).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from .redact import redact
+
+Fields = Mapping[str, str | int | float | bool | None]
+
+# An incoming X-Request-Id is kept only when it looks like an id: no spaces, no
+# control characters, nothing that could forge a log line or carry a payload.
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+=-]{0,127}$")
+REQUEST_ID_HEADER = "X-Request-Id"
+
+
+def request_id_from(incoming: str | None) -> str:
+    """The caller's request id when it is sane, else a fresh one."""
+    if incoming is not None and _REQUEST_ID_RE.match(incoming):
+        return incoming
+    return uuid.uuid4().hex
+
+
+class _KeyValues:
+    """Formats ``event k=v ...`` only when a handler actually emits the record."""
+
+    __slots__ = ("event", "fields")
+
+    def __init__(self, event: str, fields: Fields) -> None:
+        self.event = event
+        self.fields = fields
+
+    def __str__(self) -> str:
+        parts = [self.event]
+        for key, value in self.fields.items():
+            if value is None:
+                text = "-"
+            elif isinstance(value, bool):
+                text = str(value).lower()
+            elif isinstance(value, float):
+                text = f"{value:.2f}"
+            else:
+                text = str(value)
+                if not text or any(ch.isspace() or ch == '"' for ch in text):
+                    text = json.dumps(text)
+            parts.append(f"{key}={text}")
+        return " ".join(parts)
+
+
+def log_event(logger: logging.Logger, level: int, event: str, fields: Fields) -> None:
+    """Log one named event with flat fields (rendered by the configured format)."""
+    if logger.isEnabledFor(level):
+        logger.log(level, "%s", _KeyValues(event, fields))
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, then the event's fields or message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        message = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        if record.msg == "%s" and isinstance(message, _KeyValues):
+            line["event"] = message.event
+            line.update(message.fields)
+        else:
+            line["message"] = record.getMessage()
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return redact(json.dumps(line, default=str, ensure_ascii=False))
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # GitPython logs every command line at debug, URLs included; keep it quiet.
+    logging.getLogger("git").setLevel(logging.WARNING)
+    # aiohttp's own access log is replaced by ours (request ids, no query strings).
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
