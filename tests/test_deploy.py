@@ -84,11 +84,9 @@ def deployed_settings() -> Settings:
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     config_file = container["args"][container["args"].index("--config-file") + 1]
     assert mounts[config_file]["subPath"] == "settings.yaml"
-    values = yaml.safe_load(configmap["data"]["settings.yaml"])
-    assert isinstance(values, dict)
-    env = {item["name"]: "from-a-secret" for item in container["env"]}
+    env = {item["name"]: "from-a-secret" for item in container.get("env", [])}
     assert set(env) <= SETTING_ENV_VARS
-    return Settings(**{**load_configmap_settings(configmap), "repo": env[env_var_name("repo")]})
+    return Settings(**load_configmap_settings(configmap))
 
 
 def load_configmap_settings(configmap: dict[str, Any]) -> dict[str, Any]:
@@ -102,21 +100,32 @@ def load_configmap_settings(configmap: dict[str, Any]) -> dict[str, Any]:
 def test_configmap_settings_load_and_match_the_mounts() -> None:
     settings = deployed_settings()
     assert (settings.host, settings.port, settings.log_format) == ("0.0.0.0", DEFAULTS.port, "json")
+    assert settings.repo.startswith("https://")
+    assert "@" not in settings.repo  # credentials come from git_token_file, not the URL
     container = server_container()
     deployment = k8s_documents()[("Deployment", "lmcache-config-server")]
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert "emptyDir" in volumes[mounts[settings.data_dir]]  # one data dir per pod
     documents = k8s_documents()
-    for path in (settings.webhook_secret_file, settings.auth_file):
+    for path in (settings.git_token_file, settings.webhook_secret_file, settings.auth_file):
         directory, key = path.rsplit("/", 1)
         secret_name = volumes[mounts[directory]]["secret"]["secretName"]
         assert key in documents[("Secret", secret_name)]["stringData"]
 
 
-def test_secrets_referenced_by_the_deployment_exist() -> None:
+def test_secrets_mounted_by_the_deployment_exist() -> None:
     documents = k8s_documents()
-    for item in server_container()["env"]:
+    deployment = documents[("Deployment", "lmcache-config-server")]
+    secrets = [
+        volume["secret"]["secretName"]
+        for volume in deployment["spec"]["template"]["spec"]["volumes"]
+        if "secret" in volume
+    ]
+    assert len(secrets) == 3
+    for name in secrets:
+        assert documents[("Secret", name)]["stringData"]
+    for item in server_container().get("env", []):
         ref = item["valueFrom"]["secretKeyRef"]
         assert ref["key"] in documents[("Secret", ref["name"])]["stringData"]
 
