@@ -18,9 +18,10 @@ import jinja2
 import yaml
 from aiohttp import web
 
-from .appkeys import SETTINGS, SNAPSHOTS, SYNCER
+from .appkeys import FLEET, SETTINGS, SNAPSHOTS, STARTED_AT, SYNCER
 from .config_diff import AppDiff, diff_config_sets
-from .errors import MalformedBody, NotReady
+from .errors import InvalidAppId, MalformedBody, NotReady
+from .freshness import freshness
 from .repo_format import APP_ID_RE
 from .snapshot import Snapshot, answer_items
 
@@ -73,10 +74,22 @@ async def overview(request: web.Request) -> dict[str, Any]:
     syncer = request.app[SYNCER]
     state = syncer.state
     snapshot = request.app[SNAPSHOTS].current
+    settings = request.app[SETTINGS]
+    fleet = request.app[FLEET]
+    served = snapshot.commit.sha if snapshot else None
+    behind = sum(1 for sighting in fleet.sightings() if sighting.commit != served)
     return {
         "page": "overview",
         "snapshot": snapshot,
-        "settings": request.app[SETTINGS],
+        "settings": settings,
+        "fresh": freshness(
+            state,
+            started_at=request.app[STARTED_AT],
+            stale_after=settings.stale_after,
+            now=time.time(),
+        ),
+        "instances": len(fleet),
+        "behind": behind,
         "repo": syncer.mirror.remote_for_display,
         "state": state,
         "recent": list(reversed(state.recent)),
@@ -199,6 +212,34 @@ async def app_detail(request: web.Request) -> dict[str, Any]:
     }
 
 
+@aiohttp_jinja2.template("fleet.html")
+async def fleet_view(request: web.Request) -> dict[str, Any]:
+    wanted = request.query.get("app") or None
+    if wanted is not None and not APP_ID_RE.match(wanted):
+        raise InvalidAppId(f"invalid app {wanted[:64]!r}")
+    snapshot = request.app[SNAPSHOTS].current
+    served = snapshot.commit.sha if snapshot else None
+    fleet = request.app[FLEET]
+    apps: dict[str, list[Any]] = {}
+    for sighting in fleet.sightings(wanted):
+        apps.setdefault(sighting.app_id or "(no appId)", []).append(sighting)
+    per_commit: dict[str, int] = {}
+    for sighting in fleet.sightings(wanted):
+        per_commit[sighting.commit] = per_commit.get(sighting.commit, 0) + 1
+    bars = sorted(per_commit.items(), key=lambda item: (item[0] != served, -item[1]))
+    return {
+        "page": "fleet",
+        "served": served,
+        "wanted": wanted or "",
+        "apps": dict(sorted(apps.items())),
+        "bars": bars,
+        "most": max(per_commit.values(), default=1),
+        "tracked": len(fleet),
+        "capacity": fleet.capacity,
+        "env_names": fleet.env_allow_list,
+    }
+
+
 def setup_dashboard(app: web.Application) -> None:
     aiohttp_jinja2.setup(
         app,
@@ -209,3 +250,4 @@ def setup_dashboard(app: web.Application) -> None:
     app.router.add_get("/dashboard", overview)
     app.router.add_get("/dashboard/apps", apps)
     app.router.add_get("/dashboard/apps/{app_id}", app_detail)
+    app.router.add_get("/dashboard/fleet", fleet_view)

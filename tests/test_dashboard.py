@@ -189,3 +189,46 @@ async def test_app_history_diff_and_links_to_a_past_commit(
     assert "Showing commit" in await page.inner_text("#pinned")
     assert "512" in await page.inner_text("#answer")
     assert f"commit={first}" in page.url
+
+
+async def test_fleet_page_highlights_workers_behind(
+    tmp_path: Path, repo: ConfigRepo, browser: Browser, start_server: ServerFactory
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "cache-password").write_text("x")
+    server = await start_server(repo.path, secrets_dir=str(secrets))
+    old = repo.head()
+    for index in range(3):
+        body = {
+            "current_config": {"lmcache_instance_id": f"worker-{index}"},
+            "env_variables": {"HOSTNAME": f"gpu-node-{index}", "API_KEY": "planted-fleet-secret"},
+        }
+        assert (await server.config("test-app", body))[0] == 200
+    new = repo.commit_files({"apps/other-app.yaml": "defaults: {chunk_size: 16}\n"}, "new commit")
+    await server.syncer.sync("manual")
+    body = {
+        "current_config": {"lmcache_instance_id": "worker-new"},
+        "env_variables": {"HOSTNAME": "gpu-node-9"},
+    }
+    assert (await server.config("test-app", body))[0] == 200
+
+    base = str(server.client.make_url(""))
+    page = await browser.new_page()
+    await page.goto(f"{base}/dashboard/fleet")
+    table = page.locator("table.fleet-app[data-app=test-app]")
+    assert await table.locator("tr.behind").count() == 3
+    text = await table.inner_text()
+    assert "gpu-node-0" in text
+    assert "worker-new" in text
+    assert old[:12] in text
+    assert new[:12] in text
+    chart = await page.locator("#per-commit").text_content() or ""
+    assert old[:12] in chart
+    assert new[:12] in chart
+    assert "planted-fleet-secret" not in await page.content()
+    await page.screenshot(path=ARTIFACTS / "dashboard-fleet.png", full_page=True)
+
+    await page.goto(f"{base}/dashboard")
+    assert "4" in await page.inner_text("#counts")
+    assert "3 worker(s) on an older commit" in await page.inner_text("#counts")
