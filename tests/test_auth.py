@@ -187,3 +187,21 @@ def test_hash_token_command() -> None:
     token = fresh[0].removeprefix("token: ")
     assert len(token) >= 40
     assert fresh[1] == f"token_sha256: {hash_token(token)}"
+
+
+async def test_metrics_open_or_protected(
+    repo: ConfigRepo, auth_file: Path, start_server: ServerFactory
+) -> None:
+    open_metrics = await start_server(repo.path, auth_file=str(auth_file))
+    assert (await open_metrics.client.get("/metrics")).status == 200
+    protected = await start_server(repo.path, auth_file=str(auth_file), protect_metrics=True)
+    assert (await protected.client.get("/metrics")).status == 401
+    assert (await protected.client.get("/metrics", params={"token": TEST_TOKEN})).status == 403
+    response = await protected.client.get(
+        "/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    assert response.status == 200
+    assert "lmcache_config" in await response.text()
+    for path in ("/fleet", "/history?app=test-app"):
+        assert (await protected.client.get(path)).status == 401
+        assert (await protected.client.get(path, params={"token": ADMIN_TOKEN})).status == 200
