@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -21,8 +22,16 @@ ROOT = Path(__file__).resolve().parents[1]
 class ServerProcess:
     """One server process; its log goes to a file so a chatty server never blocks on a pipe."""
 
-    def __init__(self, tmp: Path, name: str, *args: str, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        tmp: Path,
+        name: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ):
         self.port = free_port()
+        self.ssl_context = ssl_context
         self.data_dir = tmp / f"{name}-data"
         self.log_path = tmp / f"{name}.log"
         clean_env = {k: v for k, v in os.environ.items() if not k.startswith("LMCACHE_CONFIG_")}
@@ -47,7 +56,8 @@ class ServerProcess:
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def request(
         self,
@@ -61,7 +71,7 @@ class ServerProcess:
             self.base + path, data=body, headers=headers or {}, method=method
         )
         try:
-            with urllib.request.urlopen(req, timeout=10) as response:
+            with urllib.request.urlopen(req, timeout=10, context=self.ssl_context) as response:
                 return response.status, dict(response.headers), response.read()
         except urllib.error.HTTPError as exc:
             return exc.code, dict(exc.headers), exc.read()

@@ -48,6 +48,18 @@ async def browser() -> AsyncIterator[Browser]:
         await chromium.close()
 
 
+SECRET = "planted-dashboard-secret"
+
+
+@pytest.fixture
+def secrets_dir(tmp_path: Path) -> str:
+    """The server-side secret the example app refers to; it must never reach a page."""
+    directory = tmp_path / "secrets"
+    directory.mkdir()
+    (directory / "cache-password").write_text(SECRET)
+    return str(directory)
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> ConfigRepo:
     repo = ConfigRepo(tmp_path / "repo")
@@ -63,12 +75,13 @@ def repo(tmp_path: Path) -> ConfigRepo:
 
 
 async def test_overview_after_a_commit_and_a_rejected_commit(
-    tmp_path: Path, repo: ConfigRepo, browser: Browser, start_server: ServerFactory
+    tmp_path: Path,
+    repo: ConfigRepo,
+    browser: Browser,
+    start_server: ServerFactory,
+    secrets_dir: str,
 ) -> None:
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    (secrets / "cache-password").write_text("planted-dashboard-secret")
-    server = await start_server(repo.path, secrets_dir=str(secrets))
+    server = await start_server(repo.path, secrets_dir=secrets_dir)
     base = str(server.client.make_url(""))
     page = await browser.new_page()
 
@@ -93,16 +106,17 @@ async def test_overview_after_a_commit_and_a_rejected_commit(
     assert bad[:12] in rejected
     assert "apps/other-app.yaml:1:12: error: unknown LMCache config key 'chunk_sise'" in rejected
     await page.screenshot(path=ARTIFACTS / "dashboard-overview-rejected.png", full_page=True)
-    assert "planted-dashboard-secret" not in await page.content()
+    assert SECRET not in await page.content()
 
 
 async def test_apps_search_and_app_answer(
-    tmp_path: Path, repo: ConfigRepo, browser: Browser, start_server: ServerFactory
+    tmp_path: Path,
+    repo: ConfigRepo,
+    browser: Browser,
+    start_server: ServerFactory,
+    secrets_dir: str,
 ) -> None:
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    (secrets / "cache-password").write_text("planted-dashboard-secret")
-    server = await start_server(repo.path, secrets_dir=str(secrets))
+    server = await start_server(repo.path, secrets_dir=secrets_dir)
     base = str(server.client.make_url(""))
     page = await browser.new_page()
 
@@ -127,18 +141,19 @@ async def test_apps_search_and_app_answer(
     assert "(applies)" in await page.inner_text("#rules")
     assert "GPU_TYPE" in page.url
     await page.screenshot(path=ARTIFACTS / "dashboard-app.png", full_page=True)
-    assert "planted-dashboard-secret" not in await page.content()
+    assert SECRET not in await page.content()
 
 
 async def test_dashboard_needs_an_admin_when_auth_is_on(
-    tmp_path: Path, repo: ConfigRepo, browser: Browser, start_server: ServerFactory
+    tmp_path: Path,
+    repo: ConfigRepo,
+    browser: Browser,
+    start_server: ServerFactory,
+    secrets_dir: str,
 ) -> None:
     auth = tmp_path / "auth.yaml"
     auth.write_text(f"admins:\n  - name: oncall\n    token_sha256: {hash_token('admin-secret')}\n")
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    (secrets / "cache-password").write_text("x")
-    server = await start_server(repo.path, auth_file=str(auth), secrets_dir=str(secrets))
+    server = await start_server(repo.path, auth_file=str(auth), secrets_dir=secrets_dir)
     base = str(server.client.make_url(""))
 
     anonymous = await browser.new_page()
@@ -157,17 +172,18 @@ async def test_dashboard_needs_an_admin_when_auth_is_on(
 
 
 async def test_app_history_diff_and_links_to_a_past_commit(
-    tmp_path: Path, repo: ConfigRepo, browser: Browser, start_server: ServerFactory
+    tmp_path: Path,
+    repo: ConfigRepo,
+    browser: Browser,
+    start_server: ServerFactory,
+    secrets_dir: str,
 ) -> None:
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    (secrets / "cache-password").write_text("x")
     first = repo.head()
     second = repo.commit_files(
         {"apps/test-app.yaml": APP.replace("chunk_size: 512", "chunk_size: 1024")}, "bigger chunks"
     )
     repo.commit_files({"apps/other-app.yaml": "defaults: {chunk_size: 32}\n"}, "other app only")
-    server = await start_server(repo.path, secrets_dir=str(secrets))
+    server = await start_server(repo.path, secrets_dir=secrets_dir)
     base = str(server.client.make_url(""))
     page = await browser.new_page()
 
@@ -192,12 +208,13 @@ async def test_app_history_diff_and_links_to_a_past_commit(
 
 
 async def test_fleet_page_highlights_workers_behind(
-    tmp_path: Path, repo: ConfigRepo, browser: Browser, start_server: ServerFactory
+    tmp_path: Path,
+    repo: ConfigRepo,
+    browser: Browser,
+    start_server: ServerFactory,
+    secrets_dir: str,
 ) -> None:
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    (secrets / "cache-password").write_text("x")
-    server = await start_server(repo.path, secrets_dir=str(secrets))
+    server = await start_server(repo.path, secrets_dir=secrets_dir)
     old = repo.head()
     for index in range(3):
         body = {

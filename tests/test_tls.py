@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.gitrepo import ConfigRepo
-from tests.processes import ServerProcess
+from tests.procs import ServerProcess
 from tests.test_lmcache_client import FINITE, run_worker
 
 
@@ -49,20 +49,19 @@ async def test_https_with_the_real_client(
     cert, key = certificate
     trusting = ssl.create_default_context(cafile=str(cert))
     server = ServerProcess(
+        tmp_path,
+        "tls",
         "--repo",
         str(config_repo.path),
-        "--data-dir",
-        str(tmp_path / "data"),
         "--tls-cert",
         str(cert),
         "--tls-key",
         str(key),
-        scheme="https",
         ssl_context=trusting,
     )
     try:
         server.wait_ready()
-        status, answer = server.get("/config?appId=test-app")
+        status, answer = server.json("/config?appId=test-app")
         assert (status, answer["version"]) == (200, config_repo.head())
 
         # Plain HTTP to the TLS port gets nowhere.
@@ -83,15 +82,20 @@ async def test_https_with_the_real_client(
         )
         assert untrusting["fetched"] is False
     finally:
-        log = server.stop()
-    assert "on https://" in log
+        assert server.stop() == 0
+    assert "on https://" in server.log()
 
 
 def test_bad_tls_settings_exit_2(tmp_path: Path, config_repo: ConfigRepo) -> None:
-    only_cert = ServerProcess("--repo", str(config_repo.path), "--tls-cert", "x.pem")
+    only_cert = ServerProcess(
+        tmp_path, "one", "--repo", str(config_repo.path), "--tls-cert", "x.pem"
+    )
     assert only_cert.process.wait(timeout=30) == 2
-    assert "--tls-cert and --tls-key go together" in only_cert.stop()
+    only_cert.stop()
+    assert "--tls-cert and --tls-key go together" in only_cert.log()
     missing = ServerProcess(
+        tmp_path,
+        "two",
         "--repo",
         str(config_repo.path),
         "--tls-cert",
@@ -100,4 +104,5 @@ def test_bad_tls_settings_exit_2(tmp_path: Path, config_repo: ConfigRepo) -> Non
         str(tmp_path / "no.key"),
     )
     assert missing.process.wait(timeout=30) == 2
-    assert "cannot load --tls-cert/--tls-key" in missing.stop()
+    missing.stop()
+    assert "cannot load --tls-cert/--tls-key" in missing.log()
