@@ -61,7 +61,13 @@ fmt: $(STAMP)
 	$(BIN)/ruff format server tests bench
 	$(BIN)/ruff check --fix server tests bench
 
+# wrk (Debian's package) is the load generator; without root or apt, the benchmarks fall
+# back to an aiohttp client load generator in a separate process.
 bench: $(STAMP)
+	@command -v wrk >/dev/null 2>&1 || { \
+		echo "installing wrk (apt-get)..."; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; } \
+			>/dev/null 2>&1 || echo "wrk could not be installed: using the aiohttp load generator"; }
 	$(BIN)/python -m bench
 
 docs: $(STAMP)

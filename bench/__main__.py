@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from bench import push_to_serve
+import os
+
+from bench import push_to_serve, scale, throughput
 from bench.common import RESULTS, machine
+from bench.loadgen import generator_name
 
 
 def main() -> None:
     info = machine()
+    load = os.getloadavg()
     print(f"machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['git']}")
+    print(f"load generator: {generator_name()}; load average before the run: {load[0]:.2f}")
     print("(a shared, noisy machine: read medians and ratios, not single runs)\n")
+
+    throughput.print_table(throughput.run())
+    print()
+    scale.print_table(scale.run())
+    print()
     figures = push_to_serve.run()
     print(
         f"push-to-serve latency, {push_to_serve.PUSHES} pushes each (s); target median < 0.5, max < 1.0"

@@ -74,20 +74,30 @@ def get_json(url: str, timeout: float = 5.0) -> tuple[int, Any]:
 class ServerProcess:
     """``python -m server serve`` in a subprocess, ready once /readyz says so."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        access_log: bool = False,
+        command: list[str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        self.started = time.perf_counter()
         self.process = subprocess.Popen(
-            [
+            [*command, str(self.port)]
+            if command
+            else [
                 sys.executable,
                 "-m",
                 "server",
                 "serve",
                 "--port",
                 str(self.port),
-                "--no-access-log",
+                "--access-log" if access_log else "--no-access-log",
+                # Access lines are logged at info; a real deployment writes them to a pipe.
                 "--log-level",
-                "warning",
+                "info" if access_log else "warning",
                 *args,
             ],
             cwd=ROOT,
@@ -99,6 +109,7 @@ class ServerProcess:
         while time.monotonic() < deadline:
             try:
                 if get_json(self.base + "/readyz", timeout=1)[0] == 200:
+                    self.ready_after = time.perf_counter() - self.started
                     return
             except OSError:
                 pass
@@ -106,9 +117,27 @@ class ServerProcess:
         self.stop()
         raise RuntimeError("server did not become ready")
 
+    def rss_mb(self) -> float:
+        """Resident memory of the server process (and its worker processes), in MB."""
+        total_kb = 0
+        pids = [self.process.pid, *_children(self.process.pid)]
+        for pid in pids:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+        return total_kb / 1024
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [int(child) for child in found]
 
 
 def summary(samples: list[float]) -> dict[str, float]:

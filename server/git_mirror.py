@@ -4,9 +4,11 @@ Everything here blocks and must run on the sync executor's single thread, so
 git operations never race each other. A ``Repo`` is opened and closed per
 operation (GitPython leaks helper processes in long-running programs otherwise).
 Config files are read from commit trees (git objects), never from a working
-directory, so what is validated and served is exactly what was committed; the
-reading and validating itself is ``config_source.load_commit``, shared with the
-authoring commands.
+directory, so what is validated and served is exactly what was committed; they
+are read by ``commit_files.MirrorCommitSource`` (one ``ls-tree``, blobs cached
+across commits) and validated by ``repo_format.load_config_set``, the path the
+authoring commands take too, with a parse memo so a commit re-parses only the
+files it changed.
 
 Layout of the data directory::
 
@@ -32,12 +34,14 @@ from git import Repo
 
 from .config_history import AppHistory, FingerprintMemo, app_history
 from .config_issues import ConfigIssue
-from .config_source import commit_info, load_commit
+from .commit_files import BlobStore, MirrorCommitSource, TreeUnreadable
+from .config_source import commit_info, display_prefix
 from .errors import GitError, InvalidParameter, SettingsError
 from .git_credentials import GitCredentials
 from .lmcache_schema import Schema
 from .redact import redact
-from .repo_format import ConfigSet, RepoLimits
+from .parse_memo import ParseMemo
+from .repo_format import ConfigSet, RepoLimits, load_config_set
 from .snapshot import CommitInfo
 
 # Never wait for a password prompt: fail instead (ssh gets BatchMode from GitCredentials).
@@ -113,6 +117,9 @@ class GitMirror:
         self.depth = depth
         # Effective-config fingerprints per config tree, for /history; git thread only.
         self.history_memo = FingerprintMemo()
+        # Blobs and parsed files of the last commit loaded, so the next one reuses them.
+        self.blobs = BlobStore(self.path, {**os.environ, **self._env}, timeout)
+        self.parse_memo = ParseMemo()
 
     @property
     def ref_is_commit(self) -> bool:
@@ -246,11 +253,22 @@ class GitMirror:
         """
         try:
             with self._open() as repo:
-                return load_commit(repo, sha, subdir, schema, limits or RepoLimits())
-        except (git.GitError, ValueError, OSError, AssertionError) as exc:
+                info = commit_info(repo.commit(sha))
+            config_set, issues = load_config_set(
+                MirrorCommitSource(self.blobs, sha, subdir),
+                schema,
+                display_prefix=display_prefix(subdir),
+                limits=limits or RepoLimits(),
+                memo=self.parse_memo.for_schema(schema),
+            )
+        except (git.GitError, ValueError, OSError, AssertionError, TreeUnreadable) as exc:
             raise MirrorDamaged(
                 redact(f"cannot read commit {sha[:12]} from the mirror: {exc!r}")
             ) from None
+        finally:
+            self.blobs.finish_load()
+            self.parse_memo.finish_build()
+        return info, config_set, issues
 
     def commit_info(self, sha: str) -> CommitInfo:
         try:

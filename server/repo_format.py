@@ -25,7 +25,7 @@ import fnmatch
 import posixpath
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from yaml.nodes import Node
 
@@ -33,6 +33,9 @@ from .config_issues import ConfigIssue
 from .lmcache_schema import Schema, ValueProblem
 from .rollout import DEFAULT_IDENTITY, Rollout
 from .yaml_source import YamlFile, where
+
+if TYPE_CHECKING:
+    from .parse_memo import ParseMemo
 
 GLOBAL_FILE = "global.yaml"
 APPS_DIR = "apps"
@@ -612,12 +615,14 @@ def load_config_set(
     *,
     display_prefix: str = "",
     limits: RepoLimits = RepoLimits(),
+    memo: ParseMemo | None = None,
 ) -> tuple[ConfigSet | None, list[ConfigIssue]]:
     """Parse and validate one config set: the one path every commit takes before serving.
 
     ``files`` is a ConfigSource, or a mapping of paths relative to the config root
     to their bytes. Issues name paths with ``display_prefix`` in front so they
     match the repository. Returns the config set, or None with every issue found.
+    With a ``memo``, files an earlier build parsed cleanly are reused, not re-parsed.
     """
     source: ConfigSource = MemorySource(files) if isinstance(files, Mapping) else files
     reader = _LimitedReader(source, limits, display_prefix)
@@ -639,6 +644,8 @@ def load_config_set(
 
     def parse_bytes(relative: str, data: bytes) -> ConfigFile | None:
         display = display_prefix + relative
+        if memo is not None and (known := memo.get(display, data)) is not None:
+            return known
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -653,6 +660,8 @@ def load_config_set(
             )
             parsed = None
         issues.extend(parser.issues)
+        if memo is not None and parsed is not None and not parser.issues:
+            memo.put(display, data, parsed)
         return parsed
 
     try:

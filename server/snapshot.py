@@ -171,10 +171,15 @@ class Snapshot:
         self._memo: dict[tuple[str | None, tuple[int, ...]], Answer] = {}
         self._memo_lock = threading.Lock()
         self._unknown_seen: set[str | None] = set()
-        # Apps without rules never look at the request: serialise their answer now.
-        for plan in (*self._plans.values(), self._fallback):
-            if not plan.has_rules:
-                self._answer(plan, plan.app_id, ())
+        # Apps without rules never look at the request: serialise their answer now, and
+        # answer them with one dict lookup (not those with access conditions to check).
+        self._fixed_answers: dict[str | None, Answer] = {
+            app_id: self._answer(plan, app_id, ())
+            for app_id, plan in self._plans.items()
+            if not plan.has_rules and not plan.access
+        }
+        if not self._fallback.has_rules:
+            self._answer(self._fallback, None, ())
 
     def plan(self, app_id: str | None) -> _AppPlan:
         return self._plans.get(app_id, self._fallback) if app_id else self._fallback
@@ -209,6 +214,9 @@ class Snapshot:
     def answer(
         self, app_id: str | None, env: Mapping[str, Any], config: Mapping[str, Any]
     ) -> Answer:
+        fixed = self._fixed_answers.get(app_id)
+        if fixed is not None:
+            return fixed
         plan = self.plan(app_id)
         if plan.access:
             plan.check_access(env, config)
