@@ -110,7 +110,8 @@ class MirrorCommitSource:
         found = store.git("cat-file", "--batch-check", stdin=f"{spec}\n".encode()).split()
         if len(found) != 3 or found[1] != b"tree":
             if self._subdir:
-                raise SourceProblem(f"--path '{self._shown_subdir}' is not a directory in this commit")
+                shown = self._shown_subdir
+                raise SourceProblem(f"--path '{shown}' is not a directory in this commit")
             raise TreeUnreadable(f"cannot read the tree of commit {self._sha[:12]}")
         listing = store.git("ls-tree", "-r", "-t", "-l", "-z", found[0].decode())
         entries: dict[str, TreeEntry] = {}

@@ -32,15 +32,15 @@ from typing import IO
 import git
 from git import Repo
 
+from .commit_files import BlobStore, MirrorCommitSource, TreeUnreadable
 from .config_history import AppHistory, FingerprintMemo, app_history
 from .config_issues import ConfigIssue
-from .commit_files import BlobStore, MirrorCommitSource, TreeUnreadable
 from .config_source import commit_info, display_prefix
 from .errors import GitError, InvalidParameter, SettingsError
 from .git_credentials import GitCredentials
 from .lmcache_schema import Schema
-from .redact import redact
 from .parse_memo import ParseMemo
+from .redact import redact
 from .repo_format import ConfigSet, RepoLimits, load_config_set
 from .snapshot import CommitInfo
 

@@ -2,9 +2,10 @@
 
 Parsing and validating a file depends only on its path, its bytes and the
 schema, so a file whose bytes are unchanged parses to the same immutable
-``ConfigFile`` (the memo forgets everything if the schema object changes). Only files that parsed without a
-single issue are remembered, and only the files of the latest build are kept,
-so the memo never holds more than one commit's worth of files.
+``ConfigFile`` (the memo forgets everything if the schema object changes).
+Only files that parsed without a single issue are remembered, and only the
+files of the latest build are kept, so the memo never holds more than one
+commit's worth of files.
 
 Used on the sync thread only.
 """

@@ -22,8 +22,21 @@ _STANDARD_TAGS = frozenset(
     for name in ("str", "int", "float", "bool", "null", "map", "seq", "merge", "timestamp")
 )
 # libyaml's composer when PyYAML was built with it: the same nodes and marks, ~10x faster,
-# which is what keeps a cold build of 10,000 app files within seconds.
-_COMPOSING_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# which is what keeps a cold build of 10,000 app files within seconds. A file it refuses
+# is composed again by the pure-Python composer, whose error messages are the clearer.
+_FAST_LOADER: type[yaml.SafeLoader] | None = getattr(yaml, "CSafeLoader", None)
+
+
+def _compose_all(text: str) -> list[Node]:
+    """The documents of a file that are not empty."""
+    if _FAST_LOADER is not None:
+        try:
+            return [doc for doc in yaml.compose_all(text, Loader=_FAST_LOADER) if doc is not None]
+        except yaml.YAMLError:
+            pass
+    return [doc for doc in yaml.compose_all(text, Loader=yaml.SafeLoader) if doc is not None]
+
+
 # Aliases can make a small file expand enormously ("billion laughs"); cap the walk.
 MAX_NODES_PER_FILE = 100_000
 
@@ -54,7 +67,7 @@ class YamlFile:
         self.root: Node | None = None
         self._constructor = yaml.SafeLoader("")
         try:
-            documents = list(yaml.compose_all(text, Loader=_COMPOSING_LOADER))
+            documents = _compose_all(text)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -67,7 +80,6 @@ class YamlFile:
         except yaml.YAMLError as exc:
             self._add(1, 1, f"YAML error: {exc}")
             return
-        documents = [doc for doc in documents if doc is not None]
         if len(documents) > 1:
             second = where(path, documents[1])
             self._add(second.line, second.column, "only one YAML document per file is allowed")
