@@ -11,6 +11,8 @@ size alike.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import statistics
 import tempfile
@@ -55,7 +57,8 @@ def measure_builds(repo: Path, data_dir: Path) -> dict[str, Any]:
     mirror.ensure()
     mirror.fetch()
     sha = mirror.resolve()
-    load_schema()
+    with contextlib.redirect_stderr(io.StringIO()):
+        load_schema()  # importing lmcache logs warnings about torch; keep the table readable
     cold = []
     for _ in range(COLD_BUILDS):
         fresh = _mirror(repo, data_dir)  # a new mirror object: no blob cache, no parse memo
