@@ -297,19 +297,16 @@ async def handle_config(request: web.Request) -> web.Response:
         commit=snapshot.commit.sha,
         now=time.time(),
     )
-    access: Fields = {
-        "app": app_id,
-        "known": answer.app_known,
-        "commit": snapshot.commit.sha[:12],
-        "rules": ",".join(answer.applied_rules) or None,
-        "env_used": ",".join(answer.env_names_used) or None,
-    }
-    request[ACCESS_FIELDS] = access
-    if (
-        not settings.access_log
-        and not answer.app_known
-        and snapshot.first_sighting_of_unknown(app_id)
-    ):
+    if settings.access_log:  # the fields only the access log line reads
+        access: Fields = {
+            "app": app_id,
+            "known": answer.app_known,
+            "commit": snapshot.commit.sha[:12],
+            "rules": ",".join(answer.applied_rules) or None,
+            "env_used": ",".join(answer.env_names_used) or None,
+        }
+        request[ACCESS_FIELDS] = access
+    elif not answer.app_known and snapshot.first_sighting_of_unknown(app_id):
         log.warning(
             "unknown app %s at commit %s: serving the global layer",
             app_id or "-",

