@@ -1,4 +1,4 @@
-"""The authentication middleware: which endpoints need which credential.
+"""Authorization: which endpoints need which credential (called by ``front_door``).
 
 With authentication off (no ``--auth-file``) everything is open, except that
 /admin/* is accepted from loopback only. With it on:
@@ -13,7 +13,6 @@ With authentication off (no ``--auth-file``) everything is open, except that
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -24,16 +23,15 @@ from .http_api import parse_app_id
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ADMIN_PREFIXES = ("/admin/", "/fleet", "/history", "/dashboard")
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def authorize(request: web.Request) -> None:
+    """Raise Unauthorized/Forbidden unless the request may reach its endpoint."""
     policy = request.app[AUTH]
     auth = policy.config
     if auth is None:
-        return await handler(request)
+        return
     path = request.path
     if path == "/config":
         credential = authenticate(auth, request.headers, request.query)
@@ -50,4 +48,3 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         credential = authenticate(auth, request.headers, request.query)
         if credential.admin:
             request[CREDENTIAL] = credential
-    return await handler(request)

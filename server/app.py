@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from . import http_api, sync_api
-from .access_control import auth_middleware
 from .appkeys import (
     AUTH,
     FLEET,
@@ -24,6 +23,7 @@ from .appkeys import (
 from .auth import AuthPolicy, load_auth_file
 from .dashboard import setup_dashboard
 from .fleet import FleetTable
+from .front_door import front_door
 from .in_flight import InFlight
 from .metrics import Metrics, StateCollector
 from .settings import Settings
@@ -62,7 +62,7 @@ async def watch_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         # Outermost first: request id, log line and metrics see every outcome, auth errors too.
-        middlewares=[http_api.request_middleware, http_api.error_middleware, auth_middleware],
+        middlewares=[front_door],
         client_max_size=settings.max_body_bytes,
     )
     app[AUTH] = AuthPolicy(

@@ -1,7 +1,7 @@
 """The server's one exception hierarchy.
 
 Every error a request can meet carries its HTTP status and a stable machine
-code; one middleware (``http_api.error_middleware``) turns them into JSON::
+code; one middleware (``front_door.front_door``) turns them into JSON::
 
     ConfigServerError (500, internal)
     ├── RequestError (400, bad_request)

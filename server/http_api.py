@@ -8,18 +8,15 @@ parsed, used for rule matching, and dropped; neither they nor env values are
 ever logged (only the names of variables a matching rule read), and the fleet
 table copies only allow-listed variables out of them.
 
-Two middlewares wrap every handler: ``request_middleware`` (outermost) gives
-the request its id and writes its one log line and metrics, whatever happened;
-``error_middleware`` turns the exception hierarchy into JSON errors.
+Every handler is wrapped by the one middleware in ``front_door``: request id,
+authorization, JSON errors, one log line and the request's metrics.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -31,28 +28,22 @@ from .appkeys import (
     AUTH,
     CREDENTIAL,
     FLEET,
-    IN_FLIGHT,
     METRICS,
-    REQUEST_ID,
     SETTINGS,
     SNAPSHOTS,
     STARTED_AT,
     SYNCER,
 )
-from .auth import REALM
 from .errors import (
     AccessDenied,
-    BodyTooLarge,
-    ConfigServerError,
     InvalidAppId,
     InvalidParameter,
     MalformedBody,
     NotReady,
-    Unauthorized,
     UnknownApp,
 )
 from .freshness import freshness
-from .logs import REQUEST_ID_HEADER, Fields, log_event, request_id_from
+from .logs import Fields
 from .metrics import INVALID_APP, app_label
 from .repo_format import APP_ID_RE, APP_ID_RULE
 from .settings import Settings
@@ -60,108 +51,11 @@ from .settings import Settings
 log = logging.getLogger("server.access")
 error_log = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-# Probes and scrapes arrive every few seconds from every kubelet and Prometheus:
-# their lines go to debug so that they do not drown the answers to workers.
-QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-# Status for an answer cut short because the client went away (nginx's convention).
-CLIENT_GONE = 499
-
 
 def json_error(status: int, code: str, message: str) -> web.Response:
     return web.json_response(
         {"error": {"status": status, "code": code, "message": message}}, status=status
     )
-
-
-@web.middleware
-async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request id, then one log line and the metrics of the request, whatever its outcome."""
-    started = time.perf_counter()
-    request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
-    request[REQUEST_ID] = request_id
-    tracker = request.app[IN_FLIGHT]
-    tracker.enter()
-    gauge = request.app[METRICS].in_flight if request.path == "/config" else None
-    if gauge is not None:
-        gauge.inc()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        response.headers[REQUEST_ID_HEADER] = request_id
-        if tracker.draining:
-            response.force_close()  # shutting down: no further requests on this connection
-        return response
-    except web.HTTPException as exc:  # below 400 only: error_middleware answers the rest
-        status = exc.status
-        exc.headers[REQUEST_ID_HEADER] = request_id
-        raise
-    except asyncio.CancelledError:
-        status = CLIENT_GONE
-        raise
-    finally:
-        if gauge is not None:
-            gauge.dec()
-        tracker.leave()
-        _after_request(request, request_id, status, time.perf_counter() - started)
-
-
-def _after_request(request: web.Request, request_id: str, status: int, seconds: float) -> None:
-    app = request.app
-    label = request.get(APP_LABEL)
-    if label is not None:
-        app[METRICS].observe_config(label, status, seconds)
-    if not app[SETTINGS].access_log:
-        return
-    resource = request.match_info.route.resource
-    # The route's pattern, not the raw path: never a query string, bounded in size.
-    path = resource.canonical if resource is not None else request.path[:100]
-    fields: dict[str, str | int | float | bool | None] = {
-        "id": request_id,
-        "method": request.method,
-        "path": path,
-        "status": status,
-        "ms": round(seconds * 1000, 3),
-        "peer": request.remote,
-    }
-    credential = request.get(CREDENTIAL)
-    if credential is not None:
-        fields["credential"] = credential.name  # its name from the auth file, never the token
-    fields.update(request.get(ACCESS_FIELDS, {}))
-    log_event(log, logging.DEBUG if path in QUIET_PATHS else logging.INFO, "request", fields)
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map the exception hierarchy (and aiohttp's own HTTP errors) to JSON errors."""
-    try:
-        return await handler(request)
-    except ConfigServerError as exc:
-        response = json_error(exc.status, exc.code, exc.message)
-        if isinstance(exc, Unauthorized):
-            response.headers["WWW-Authenticate"] = REALM
-        return response
-    except web.HTTPRequestEntityTooLarge:
-        too_large = BodyTooLarge(
-            f"request body is larger than the limit of {request.app[SETTINGS].max_body_bytes} "
-            "bytes (--max-body-bytes)"
-        )
-        return json_error(too_large.status, too_large.code, too_large.message)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = exc.reason.lower().replace(" ", "_")
-        return json_error(exc.status, code, f"{exc.reason}: {request.method} {request.path}")
-    except Exception:
-        error_log.exception(
-            "unexpected error answering %s %s (request id %s)",
-            request.method,
-            request.path[:100],
-            request.get(REQUEST_ID),
-        )
-        return json_error(500, "internal", "internal server error; see the server log")
 
 
 HISTORY_DEFAULT_LIMIT = 20
