@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .config_source import _SYMLINK
-from .repo_format import APPS_DIR, GLOBAL_FILE, SourceProblem
+from .repo_format import APPS_DIR, GLOBAL_FILE, RepoLimits, SourceProblem
 
 _ROOT_FILES = (GLOBAL_FILE, "global.yml")
 _SYMLINK_MODE = "120000"
@@ -94,7 +94,8 @@ class BlobStore:
 class MirrorCommitSource:
     """A ConfigSource over one commit of the mirror, below ``subdir``."""
 
-    def __init__(self, store: BlobStore, sha: str, subdir: str) -> None:
+    def __init__(self, store: BlobStore, sha: str, subdir: str, limits: RepoLimits) -> None:
+        self._limits = limits
         self._store = store
         self._sha = sha
         self._subdir = subdir.strip("/")
@@ -135,9 +136,19 @@ class MirrorCommitSource:
             for path, entry in entries.items()
             if entry.kind == "blob" and (path in _ROOT_FILES or path.startswith(prefix))
         )
-        self._store.blobs(
-            [entries[path].object_id for path in paths if entries[path].mode != _SYMLINK_MODE]
-        )
+        # Prefetch in one batch only what the limits allow: a blob over the file limit, or
+        # past the total, must be refused by size (from the tree) without being read.
+        prefetch: list[str] = []
+        total = 0
+        for path in paths:
+            entry = entries[path]
+            if entry.mode == _SYMLINK_MODE or entry.size > self._limits.max_file_bytes:
+                continue
+            total += entry.size
+            if total > self._limits.max_total_bytes or len(prefetch) >= self._limits.max_files:
+                break
+            prefetch.append(entry.object_id)
+        self._store.blobs(prefetch)
         return paths
 
     def _blob(self, relative: str) -> TreeEntry:

@@ -42,6 +42,12 @@ def _clock(timestamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
 
 
+def _printable(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
 def _pairs(lines: str, *, typed: bool) -> dict[str, Any]:
     """``K=V`` per line (or repeated query values) into a mapping; config values typed as YAML."""
     pairs: dict[str, Any] = {}
@@ -245,6 +251,8 @@ def setup_dashboard(app: web.Application) -> None:
         app,
         loader=jinja2.PackageLoader("server", "templates"),
         autoescape=jinja2.select_autoescape(default=True),
+        # Text from git (file names) may hold undecodable bytes: never let one break a page.
+        finalize=_printable,
         filters={"age": _age, "clock": _clock},
     )
     app.router.add_get("/dashboard", overview)

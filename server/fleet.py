@@ -27,8 +27,9 @@ MAX_VALUE_CHARS = 256
 def _clip(value: object) -> str | None:
     if value is None or isinstance(value, dict | list):
         return None
-    text = str(value)
-    return text[:MAX_VALUE_CHARS]
+    # Lone surrogates (JSON allows them) cannot be encoded for a page or a log: replace them.
+    text = str(value)[:MAX_VALUE_CHARS]
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

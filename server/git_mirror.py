@@ -251,14 +251,15 @@ class GitMirror:
 
         Raises MirrorDamaged when objects of the commit cannot be read.
         """
+        limits = limits or RepoLimits()
         try:
             with self._open() as repo:
                 info = commit_info(repo.commit(sha))
             config_set, issues = load_config_set(
-                MirrorCommitSource(self.blobs, sha, subdir),
+                MirrorCommitSource(self.blobs, sha, subdir, limits),
                 schema,
                 display_prefix=display_prefix(subdir),
-                limits=limits or RepoLimits(),
+                limits=limits,
                 memo=self.parse_memo.for_schema(schema),
             )
         except (git.GitError, ValueError, OSError, AssertionError, TreeUnreadable) as exc:
@@ -305,6 +306,7 @@ class GitMirror:
             isinstance(sha, str)
             and _SHA_RE.match(sha)
             and state.get("remote") == self.remote_for_display
+            and state.get("ref") == self.ref  # another --ref must not restore this one's commit
         ):
             return sha
         return None

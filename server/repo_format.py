@@ -651,16 +651,9 @@ def load_config_set(
         except UnicodeDecodeError as exc:
             issues.append(ConfigIssue(path=display, line=1, column=1, message=f"not UTF-8: {exc}"))
             return None
-        parser = _FileParser(display, text, schema)
-        try:
-            parsed = parser.parse()
-        except Exception as exc:  # a loader bug must reject the commit, not crash the sync
-            parser.issues.append(
-                ConfigIssue(path=display, line=1, column=1, message=f"cannot load: {exc!r}")
-            )
-            parsed = None
-        issues.extend(parser.issues)
-        if memo is not None and parsed is not None and not parser.issues:
+        parsed, file_issues = _parse_file(display, text, schema)
+        issues.extend(file_issues)
+        if memo is not None and parsed is not None and not file_issues:
             memo.put(display, data, parsed)
         return parsed
 
@@ -691,6 +684,21 @@ def load_config_set(
     if issues:
         return None, sorted(set(issues))
     return ConfigSet(global_file=global_file, apps=apps, fragments=fragments), []
+
+
+def _parse_file(
+    display: str, text: str, schema: Schema
+) -> tuple[ConfigFile | None, list[ConfigIssue]]:
+    """One file's ConfigFile and issues; never raises, so a file cannot end a sync."""
+    try:
+        parser = _FileParser(display, text, schema)
+        return parser.parse(), parser.issues
+    except RecursionError:
+        # PyYAML recurses per nesting level: thousands of [ or { exhaust the stack.
+        message = "YAML nested too deeply"
+    except Exception as exc:  # a loader bug must reject the commit, not crash the sync
+        message = f"cannot load: {type(exc).__name__}"
+    return None, [ConfigIssue(path=display, line=1, column=1, message=message)]
 
 
 def _load_fragments(

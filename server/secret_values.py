@@ -25,16 +25,26 @@ def secret_env_var(name: str) -> str:
     return ENV_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
 
+class SecretUnreadable(Exception):
+    """A secret file exists but cannot be read as text."""
+
+
 class SecretSource:
     def __init__(self, directory: str, environ: Mapping[str, str] | None = None) -> None:
         self.directory = Path(directory) if directory else None
         self._environ = os.environ if environ is None else environ
 
     def lookup(self, name: str) -> str | None:
+        """The secret's value, None when it is defined nowhere; SecretUnreadable when broken."""
         if self.directory is not None:
             candidate = self.directory / name
             if candidate.is_file():
-                return candidate.read_text("utf-8").removesuffix("\n")
+                try:
+                    return candidate.read_text("utf-8").removesuffix("\n")
+                except (OSError, UnicodeDecodeError) as exc:
+                    # Never the exception's text: a decode error quotes the secret's bytes.
+                    kind = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "unreadable"
+                    raise SecretUnreadable(f"secret file {candidate} is {kind}") from None
         return self._environ.get(secret_env_var(name))
 
     def resolve(self, config_set: ConfigSet) -> tuple[dict[str, str], list[ConfigIssue]]:
@@ -50,7 +60,18 @@ class SecretSource:
             for setting in config_file.all_settings():
                 for name in setting.secrets:
                     if name not in resolved:
-                        value = self.lookup(name)
+                        try:
+                            value = self.lookup(name)
+                        except SecretUnreadable as unreadable:
+                            issues.append(
+                                ConfigIssue(
+                                    path=setting.origin.path,
+                                    line=setting.origin.line,
+                                    column=1,
+                                    message=f"secret '{name}': {unreadable}",
+                                )
+                            )
+                            continue
                         if value is None:
                             where = f"no file {self.directory / name}, " if self.directory else ""
                             issues.append(

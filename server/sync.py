@@ -64,6 +64,9 @@ class Rejection:
     commit: CommitInfo
     issues: tuple[ConfigIssue, ...]
     rejected_at: float
+    # Rejected (also) for this server's state, e.g. a missing secret: retried at each
+    # sync, since fixing the server rather than the commit must be enough.
+    server_side: bool = False
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -173,7 +176,12 @@ class Syncer:
             raise
         except Exception as exc:  # a dead sync loop must be loud and visible
             log.exception("the sync task crashed; the last snapshot keeps serving")
-            self.state.task_error = f"{type(exc).__name__}: {exc}"
+            self.state.task_error = f"{type(exc).__name__} (see the server log)"
+            # Nobody may wait forever for a sync that will not come.
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_exception(NotReady("the sync task crashed; see /status"))
+            self._waiters = []
             raise
 
     async def _run(self) -> None:
@@ -256,11 +264,17 @@ class Syncer:
             sha, self.settings.path, self._schema, repo_limits(self.settings)
         )
         secrets: dict[str, str] = {}
+        secret_issues: list[ConfigIssue] = []
         if config_set is not None:
             secrets, secret_issues = self._secret_source.resolve(config_set)
             issues = [*issues, *secret_issues]
         if config_set is None or issues:
-            return Rejection(commit=info, issues=tuple(sorted(issues)), rejected_at=time.time())
+            return Rejection(
+                commit=info,
+                issues=tuple(sorted(issues)),
+                rejected_at=time.time(),
+                server_side=bool(secret_issues),
+            )
         return Snapshot(
             commit=info,
             config_set=config_set,
@@ -283,6 +297,9 @@ class Syncer:
             return None
         except GitError:
             return None
+        except Exception:  # restore is an optimisation: on any surprise, sync from scratch
+            log.exception("restoring from the local mirror failed; syncing instead")
+            return None
 
     def _sync_blocking(
         self, served: str | None, rejected: str | None
@@ -294,7 +311,7 @@ class Syncer:
         tip = self.mirror.resolve()
         if tip == served and self._secrets_changed():
             return self._build(tip)  # same commit, rotated secret: rebuild the answers
-        if tip in (served, rejected):
+        if tip == served or (tip == rejected and not self._retry_rejected()):
             return tip
         try:
             return self._build(tip)
@@ -304,6 +321,10 @@ class Syncer:
             self.mirror.ensure()
             self.mirror.fetch()
             return self._build(self.mirror.resolve())
+
+    def _retry_rejected(self) -> bool:
+        rejection = self.state.last_rejection
+        return rejection is not None and rejection.server_side
 
     def _secrets_changed(self) -> bool:
         snapshot = self.holder.current
@@ -391,6 +412,14 @@ class Syncer:
                 return self._keep(
                     self._new_record(trigger, started, "failed", old, old, exc.message)
                 )
+            except Exception as exc:  # never let one bad sync end the sync loop
+                log.exception(
+                    "sync (%s) failed unexpectedly; still serving the last snapshot", trigger
+                )
+                self.state.consecutive_failures += 1
+                # The type only: an exception's text may quote what it choked on (a secret).
+                error = f"unexpected {type(exc).__name__}; see the server log"
+                return self._keep(self._new_record(trigger, started, "failed", old, old, error))
             self.state.consecutive_failures = 0
             self.state.backoff_seconds = 0.0
             self.state.last_success_at = time.time()

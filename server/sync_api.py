@@ -38,7 +38,7 @@ async def handle_webhook(request: web.Request) -> web.Response:
     if event == "ping":
         return web.json_response({"accepted": False, "reason": "ping", "pong": True})
     ref = payload.get("ref")
-    if ref in receiver.wanted_refs():
+    if isinstance(ref, str) and ref in receiver.wanted_refs():
         request.app[SYNCER].request_sync("webhook")
         log.info("webhook (%s): push to %s, sync queued", provider, ref)
         return web.json_response({"accepted": True, "sync": "queued", "ref": ref}, status=202)
