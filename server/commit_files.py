@@ -94,8 +94,10 @@ class BlobStore:
 class MirrorCommitSource:
     """A ConfigSource over one commit of the mirror, below ``subdir``."""
 
-    def __init__(self, store: BlobStore, sha: str, subdir: str, limits: RepoLimits) -> None:
-        self._limits = limits
+    def __init__(
+        self, store: BlobStore, sha: str, subdir: str, limits: RepoLimits | None = None
+    ) -> None:
+        self._limits = limits or RepoLimits()
         self._store = store
         self._sha = sha
         self._subdir = subdir.strip("/")
