@@ -49,11 +49,15 @@ class AppHistory:
 class FingerprintMemo:
     """Per config-root tree sha: each app's view fingerprint, or None for an invalid tree.
 
-    Bounded (least recently used goes first); one per mirror, used on its git thread only.
+    Bounded by trees and by fingerprints held in all (least recently used goes first),
+    so a repository with thousands of apps cannot make it hold millions of entries;
+    one per mirror, used on its git thread only.
     """
 
-    def __init__(self, max_trees: int = 4096) -> None:
+    def __init__(self, max_trees: int = 4096, max_fingerprints: int = 200_000) -> None:
         self._max = max_trees
+        self._max_fingerprints = max_fingerprints
+        self._held = 0
         self._trees: collections.OrderedDict[str, dict[str | None, str] | None] = (
             collections.OrderedDict()
         )
@@ -65,9 +69,15 @@ class FingerprintMemo:
         return True, self._trees[tree]
 
     def put(self, tree: str, fingerprints: dict[str | None, str] | None) -> None:
+        previous = self._trees.pop(tree, None)
+        self._held -= len(previous or ())
         self._trees[tree] = fingerprints
-        while len(self._trees) > self._max:
-            self._trees.popitem(last=False)
+        self._held += len(fingerprints or ())
+        while len(self._trees) > 1 and (
+            len(self._trees) > self._max or self._held > self._max_fingerprints
+        ):
+            _, dropped = self._trees.popitem(last=False)
+            self._held -= len(dropped or ())
 
 
 def _root_tree(commit: Commit, subdir: str) -> Tree | None:

@@ -133,3 +133,12 @@ async def test_webhook_with_a_non_string_ref_is_ignored(
     )
     assert response.status == 202
     assert (await response.json())["accepted"] is False
+
+
+def test_history_memo_is_bounded_by_fingerprints() -> None:
+    from server.config_history import FingerprintMemo
+
+    memo = FingerprintMemo(max_trees=100, max_fingerprints=25)
+    for tree in range(10):
+        memo.put(f"tree{tree}", {f"app{i}": "x" for i in range(10)})
+    assert [memo.get(f"tree{t}")[0] for t in range(10)] == [False] * 8 + [True] * 2
