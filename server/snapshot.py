@@ -171,6 +171,7 @@ class Snapshot:
         self._memo: dict[tuple[str | None, tuple[int, ...]], Answer] = {}
         self._memo_lock = threading.Lock()
         self._unknown_seen: set[str | None] = set()
+        self._items_memo: dict[tuple[str | None, tuple[int, ...]], list[dict[str, Any]]] = {}
         # Apps without rules never look at the request: serialise their answer now, and
         # answer them with one dict lookup (not those with access conditions to check).
         self._fixed_answers: dict[str | None, Answer] = {
@@ -178,8 +179,9 @@ class Snapshot:
             for app_id, plan in self._plans.items()
             if not plan.has_rules and not plan.access
         }
-        if not self._fallback.has_rules:
-            self._answer(self._fallback, None, ())
+        if not self._fallback.has_rules and not self._fallback.access:
+            # Requests without an appId get one fixed answer too.
+            self._fixed_answers[None] = self._answer(self._fallback, None, ())
 
     def plan(self, app_id: str | None) -> _AppPlan:
         return self._plans.get(app_id, self._fallback) if app_id else self._fallback
@@ -230,8 +232,14 @@ class Snapshot:
         cached = self._memo.get(memo_key)
         if cached is not None and plan.known:
             return cached
+        items = self._items_memo.get(memo_key)
+        if items is None:
+            # Unknown app ids share their items (the body names the id, so it is built anew).
+            items = answer_items(merge(plan.layers(matched)), self._secrets)
+            if len(self._items_memo) < len(self._plans) + _MAX_CACHED_RULE_ANSWERS:
+                self._items_memo[memo_key] = items
         body: dict[str, Any] = {
-            "configs": answer_items(merge(plan.layers(matched)), self._secrets),
+            "configs": items,
             "version": self.commit.sha,
             "app_id": app_id,
             "app_known": plan.known,
