@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from server.app import create_app
 from server.appkeys import SNAPSHOTS, SYNCER
 from server.settings import Settings
+from tests.gitdaemon import GitDaemon
 from tests.gitrepo import ConfigRepo
 
 # Tests commit with their own identity and never read the machine's git config.
@@ -49,6 +50,20 @@ overrides:
 def git_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in GIT_TEST_ENV.items():
         monkeypatch.setenv(name, value)
+
+
+def values(answer: dict[str, Any]) -> dict[str, object]:
+    """key -> value of a /config answer."""
+    return {item["key"]: item["value"] for item in answer["configs"]}
+
+
+@pytest.fixture
+def git_daemon(tmp_path: Path) -> Iterator[GitDaemon]:
+    """A real git daemon serving every repository under tmp_path."""
+    daemon = GitDaemon(tmp_path)
+    daemon.start()
+    yield daemon
+    daemon.stop()
 
 
 @pytest.fixture

@@ -10,15 +10,11 @@ import pytest
 
 from server.lmcache_schema import load_schema
 from server.repo_format import load_config_set
-from tests.conftest import ServerFactory
+from tests.conftest import ServerFactory, values
 from tests.gitrepo import ConfigRepo
 
 PASSWORD = "planted-cache-password-9d2c"
 API_TOKEN = "planted-api-token-71ab"
-
-
-def values(answer: dict) -> dict[str, object]:
-    return {item["key"]: item["value"] for item in answer["configs"]}
 
 
 async def test_access_conditions(

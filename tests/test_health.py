@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from server.freshness import freshness
 from server.sync import SyncRecord, SyncState
@@ -16,14 +13,6 @@ from tests.gitrepo import ConfigRepo
 from tests.test_metrics import scrape, value
 
 STALE_AFTER = 2.0
-
-
-@pytest.fixture
-def git_daemon(tmp_path: Path) -> Iterator[GitDaemon]:
-    daemon = GitDaemon(tmp_path)
-    daemon.start()
-    yield daemon
-    daemon.stop()
 
 
 async def test_stale_when_the_remote_stays_down(

@@ -10,12 +10,8 @@ from pathlib import Path
 from server.git_mirror import GitMirror
 from server.lmcache_schema import load_schema
 from server.repo_format import RepoLimits
-from tests.conftest import ServerFactory
+from tests.conftest import ServerFactory, values
 from tests.gitrepo import ConfigRepo
-
-
-def values(answer: dict) -> dict[str, object]:
-    return {item["key"]: item["value"] for item in answer["configs"]}
 
 
 async def test_deeply_nested_yaml_is_rejected_and_syncing_goes_on(

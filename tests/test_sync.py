@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import BASIC_APP, ServerFactory
+from tests.conftest import BASIC_APP, ServerFactory, values
 from tests.gitdaemon import GitDaemon, SilentRemote
 from tests.gitrepo import ConfigRepo
-
-
-def values(answer: dict) -> dict[str, object]:
-    return {item["key"]: item["value"] for item in answer["configs"]}
-
-
-@pytest.fixture
-def git_daemon(tmp_path: Path) -> Iterator[GitDaemon]:
-    daemon = GitDaemon(tmp_path)
-    daemon.start()
-    yield daemon
-    daemon.stop()
 
 
 async def test_change_then_revert(config_repo: ConfigRepo, start_server: ServerFactory) -> None:
