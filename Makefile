@@ -10,7 +10,7 @@ PORT ?= 8088
 GIT_AS_MAKE := git -c user.name="lmcache-config-server example" -c user.email=example@localhost \
 	-c commit.gpgsign=false
 
-.PHONY: run test lint fmt docs bench browser example-repo clean help
+.PHONY: run test lint fmt docs bench test-tools example-repo clean help
 
 help:
 	@echo "make run          start the server on the bundled example repo (port $(PORT))"
@@ -42,14 +42,19 @@ run: $(STAMP) example-repo
 	$(BIN)/lmcache-config-server serve --repo $(EXAMPLE_GIT) --ref main \
 		--port $(PORT) --data-dir $(RUN_DIR)/data --poll-interval 5
 
-# Dashboard tests drive Debian's Chromium through Playwright (no browser download).
-browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-		echo "installing Debian's chromium for the dashboard tests"; \
+# Tests use real programs from Debian: Chromium (driven by Playwright, no browser
+# download) for the dashboard, and OpenSSH's server for git over ssh.
+test-tools:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages for the tests:$$missing"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
-test: $(STAMP) browser
+test: $(STAMP) test-tools
 	$(BIN)/pytest
 
 lint: $(STAMP)

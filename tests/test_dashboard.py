@@ -40,7 +40,7 @@ rules:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run `make browser`"
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run `make test-tools`"
     ARTIFACTS.mkdir(exist_ok=True)
     async with async_playwright() as playwright:
         chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
