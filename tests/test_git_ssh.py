@@ -58,7 +58,7 @@ async def test_unknown_host_key_fails_without_a_prompt(
     other_hosts = tmp_path / "other_known_hosts"
     other_hosts.write_text(
         f"[127.0.0.1]:{ssh_server.port} "
-        + " ".join((keygen(tmp_path / "impostor").with_suffix(".pub").read_text().split()[:2]))
+        + " ".join(keygen(tmp_path / "impostor").with_suffix(".pub").read_text().split()[:2])
         + "\n"
     )
     server = await start_server(
