@@ -186,7 +186,10 @@ class Syncer:
 
     async def _run(self) -> None:
         await self._in_git_thread(self._prepare)
-        await self.restore()
+        try:
+            await self.restore()
+        except Exception:  # restoring is a head start, never a reason to stop syncing
+            log.exception("restoring the last good commit failed; syncing from the remote")
         trigger = "startup"
         while True:
             waiters, self._waiters = self._waiters, []
@@ -386,7 +389,10 @@ class Syncer:
         """Swap the snapshot in; the record is kept in the same loop step, then saved."""
         self.holder.current = snapshot
         self._keep(record)
-        await self._in_git_thread(self.mirror.save_last_good, snapshot.commit.sha)
+        try:
+            await self._in_git_thread(self.mirror.save_last_good, snapshot.commit.sha)
+        except OSError as exc:  # e.g. a full disk: keep serving; only restarts lose out
+            log.error("could not record the last good commit in the data dir: %s", exc)
         return record
 
     async def restore(self) -> None:
