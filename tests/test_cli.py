@@ -24,6 +24,7 @@ from server.settings import (
 )
 from tests.gitdaemon import free_port, wait_for_port
 from tests.gitrepo import ConfigRepo
+from tests.procs import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,7 +120,7 @@ def test_server_process_serves_and_stops_on_sigterm(
             "--repo",
             str(config_repo.path),
             "--data-dir",
-            str(tmp_path / "data"),
+            str(tmp_path / "first-data"),
         ],
         cwd=ROOT,
         env=env,
@@ -144,27 +145,11 @@ def test_server_process_serves_and_stops_on_sigterm(
         assert answer is not None
         assert answer["version"] == config_repo.head()
 
-        # A second server on the same data dir refuses to start, and says why.
-        second = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "server",
-                "serve",
-                "--repo",
-                str(config_repo.path),
-                "--data-dir",
-                str(tmp_path / "data"),
-                "--port",
-                str(free_port()),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert second.returncode == 2
-        assert "is in use by another server process" in second.stderr
+        # A second server on the same data dir ("first-data") refuses to start, and says why.
+        second = ServerProcess(tmp_path, "first", "--repo", str(config_repo.path))
+        assert second.process.wait(timeout=60) == 2
+        second.stop()
+        assert "is in use by another server process" in second.log()
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, Page, async_playwright
 
 from server.auth import hash_token
-from tests.conftest import ServerFactory
+from tests.conftest import RunningServer, ServerFactory
 from tests.gitrepo import ConfigRepo
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -60,6 +60,11 @@ def secrets_dir(tmp_path: Path) -> str:
     return str(directory)
 
 
+async def open_page(browser: Browser, server: RunningServer) -> tuple[str, Page]:
+    """The server's base URL and a fresh browser tab."""
+    return str(server.client.make_url("")), await browser.new_page()
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> ConfigRepo:
     repo = ConfigRepo(tmp_path / "repo")
@@ -82,8 +87,7 @@ async def test_overview_after_a_commit_and_a_rejected_commit(
     secrets_dir: str,
 ) -> None:
     server = await start_server(repo.path, secrets_dir=secrets_dir)
-    base = str(server.client.make_url(""))
-    page = await browser.new_page()
+    base, page = await open_page(browser, server)
 
     await page.goto(f"{base}/dashboard")
     served = await page.inner_text("#served")
@@ -117,8 +121,7 @@ async def test_apps_search_and_app_answer(
     secrets_dir: str,
 ) -> None:
     server = await start_server(repo.path, secrets_dir=secrets_dir)
-    base = str(server.client.make_url(""))
-    page = await browser.new_page()
+    base, page = await open_page(browser, server)
 
     await page.goto(f"{base}/dashboard/apps")
     assert "other-app" in await page.inner_text("#apps")
@@ -184,8 +187,7 @@ async def test_app_history_diff_and_links_to_a_past_commit(
     )
     repo.commit_files({"apps/other-app.yaml": "defaults: {chunk_size: 32}\n"}, "other app only")
     server = await start_server(repo.path, secrets_dir=secrets_dir)
-    base = str(server.client.make_url(""))
-    page = await browser.new_page()
+    base, page = await open_page(browser, server)
 
     await page.goto(f"{base}/dashboard/apps/test-app")
     history = await page.inner_text("#history")
@@ -230,8 +232,7 @@ async def test_fleet_page_highlights_workers_behind(
     }
     assert (await server.config("test-app", body))[0] == 200
 
-    base = str(server.client.make_url(""))
-    page = await browser.new_page()
+    base, page = await open_page(browser, server)
     await page.goto(f"{base}/dashboard/fleet")
     table = page.locator("table.fleet-app[data-app=test-app]")
     assert await table.locator("tr.behind").count() == 3
