@@ -201,11 +201,6 @@ class Snapshot:
         self._unknown_seen.add(app_id)
         return True
 
-    def needs_request(self, app_id: str | None) -> bool:
-        """Whether the answer for this app depends on the worker's env or config."""
-        plan = self.plan(app_id)
-        return plan.has_rules or bool(plan.access)
-
     def effective(
         self, app_id: str | None, env: Mapping[str, Any], config: Mapping[str, Any]
     ) -> tuple[dict[str, EffectiveSetting], tuple[Rule, ...]]:

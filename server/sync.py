@@ -305,7 +305,7 @@ class Syncer:
             return None
 
     def _sync_blocking(
-        self, served: str | None, rejected: str | None
+        self, served: str | None, rejected: str | None, retry_rejected: bool
     ) -> Snapshot | Rejection | str:
         """Fetch and build; returns a new snapshot, a rejection, or the unchanged sha."""
         self.mirror.ensure()
@@ -314,7 +314,7 @@ class Syncer:
         tip = self.mirror.resolve()
         if tip == served and self._secrets_changed():
             return self._build(tip)  # same commit, rotated secret: rebuild the answers
-        if tip == served or (tip == rejected and not self._retry_rejected()):
+        if tip == served or (tip == rejected and not retry_rejected):
             return tip
         try:
             return self._build(tip)
@@ -324,10 +324,6 @@ class Syncer:
             self.mirror.ensure()
             self.mirror.fetch()
             return self._build(self.mirror.resolve())
-
-    def _retry_rejected(self) -> bool:
-        rejection = self.state.last_rejection
-        return rejection is not None and rejection.server_side
 
     def _secrets_changed(self) -> bool:
         snapshot = self.holder.current
@@ -412,7 +408,10 @@ class Syncer:
             old = self._served_sha()
             rejected = self.state.last_rejection.commit.sha if self.state.last_rejection else None
             try:
-                outcome = await self._in_git_thread(self._sync_blocking, old, rejected)
+                # A rejection caused by this server's state (a missing secret) is retried.
+                last = self.state.last_rejection
+                retry = last is not None and last.server_side
+                outcome = await self._in_git_thread(self._sync_blocking, old, rejected, retry)
             except GitError as exc:
                 self.state.consecutive_failures += 1
                 return self._keep(
