@@ -14,11 +14,13 @@ from .appkeys import (
     FLEET,
     IN_FLIGHT,
     METRICS,
+    ROLE,
     SETTINGS,
     SNAPSHOTS,
     STARTED_AT,
     SYNCER,
     WEBHOOKS,
+    WORKER_POOL,
 )
 from .auth import AuthPolicy, load_auth_file
 from .dashboard import setup_dashboard
@@ -31,6 +33,8 @@ from .snapshot import SnapshotHolder
 from .sync import Syncer
 from .upstream_watch import RefWatcher, local_git_dir
 from .webhooks import WebhookReceiver, load_webhook_secret
+from .workers import LEADER, FollowerSyncer, WorkerPool, WorkerRole, metrics_dir_in_use
+from .workers import stop_this_process as stop_when_leader_is_gone
 
 log = logging.getLogger("server")
 
@@ -47,7 +51,8 @@ async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
 async def watch_ctx(app: web.Application) -> AsyncIterator[None]:
     """Watch a local upstream's refs so a commit is served without waiting for a poll."""
     settings = app[SETTINGS]
-    git_dir = local_git_dir(settings.repo) if settings.watch else None
+    watching = settings.watch and app[ROLE].is_leader
+    git_dir = local_git_dir(settings.repo) if watching else None
     if git_dir is None:
         yield
         return
@@ -59,7 +64,17 @@ async def watch_ctx(app: web.Application) -> AsyncIterator[None]:
     await watcher.stop()
 
 
-def create_app(settings: Settings) -> web.Application:
+async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The leader of --workers N starts its followers once it holds the data dir."""
+    pool = app[WORKER_POOL]
+    await pool.start()
+    yield
+    await pool.stop()
+    log.info("workers stopped")
+
+
+def create_app(settings: Settings, role: WorkerRole = LEADER) -> web.Application:
+    """The server's app; ``role`` says which process of ``--workers N`` it runs in."""
     app = web.Application(
         # Outermost first: request id, log line and metrics see every outcome, auth errors too.
         middlewares=[front_door],
@@ -71,10 +86,20 @@ def create_app(settings: Settings) -> web.Application:
     )
     holder = SnapshotHolder()
     app[WEBHOOKS] = WebhookReceiver(load_webhook_secret(settings), settings.ref)
-    syncer = Syncer(settings, holder)
     fleet = FleetTable(capacity=settings.fleet_size, env_allow_list=settings.fleet_env)
+    syncer: Syncer
+    if role.leader_link is None:
+        syncer = Syncer(settings, holder)
+    else:
+        syncer = FollowerSyncer(
+            settings,
+            holder,
+            link=role.leader_link,
+            fleet=fleet,
+            on_leader_gone=stop_when_leader_is_gone,
+        )
     started_at = time.time()
-    metrics = Metrics()
+    metrics = Metrics(str(metrics_dir_in_use()) if settings.workers > 1 else None)
     metrics.registry.register(
         StateCollector(
             holder=holder,
@@ -92,8 +117,12 @@ def create_app(settings: Settings) -> web.Application:
     app[FLEET] = fleet
     app[METRICS] = metrics
     app[IN_FLIGHT] = InFlight()
+    app[ROLE] = role
     app.cleanup_ctx.append(sync_ctx)
     app.cleanup_ctx.append(watch_ctx)
+    if role.is_leader and settings.workers > 1:
+        app[WORKER_POOL] = WorkerPool(settings, syncer, fleet)
+        app.cleanup_ctx.append(workers_ctx)
     http_api.add_routes(app)
     sync_api.add_routes(app)
     setup_dashboard(app)

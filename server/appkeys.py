@@ -13,6 +13,7 @@ from .settings import Settings
 from .snapshot import SnapshotHolder
 from .sync import Syncer
 from .webhooks import WebhookReceiver
+from .workers import WorkerPool, WorkerRole
 
 SETTINGS = web.AppKey("settings", Settings)
 SNAPSHOTS = web.AppKey("snapshots", SnapshotHolder)
@@ -23,6 +24,8 @@ AUTH = web.AppKey("auth", AuthPolicy)
 METRICS = web.AppKey("metrics", Metrics)
 FLEET = web.AppKey("fleet", FleetTable)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
+ROLE = web.AppKey("role", WorkerRole)  # which process of --workers N this is
+WORKER_POOL = web.AppKey("worker_pool", WorkerPool)  # the leader's followers (--workers > 1)
 
 # Per request: the credential that authenticated it, when authentication is on.
 CREDENTIAL = web.RequestKey("credential", Credential)

@@ -84,13 +84,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         ssl_context = tls_context(settings)
     except SettingsError as exc:
         parser.exit(2, f"lmcache-config-server: error: {exc.message}\n")
+    # Before prometheus_client is imported (with aiohttp, below): it picks its storage then.
+    from .workers import prepare_metrics_dir  # noqa: PLC0415
+
+    try:
+        prepare_metrics_dir(settings)
+    except SettingsError as exc:
+        parser.exit(2, f"lmcache-config-server: error: {exc.message}\n")
     # Imported here so that validate/render/diff (run on every save) skip aiohttp's import.
     from .lifecycle import serve  # noqa: PLC0415
 
     configure_logging(settings.log_level, settings.log_format)
     log = logging.getLogger("server")
     log.info(
-        "serving %s (ref %s%s) on %s://%s:%d, data dir %s",
+        "serving %s (ref %s%s) on %s://%s:%d, data dir %s%s",
         redact(settings.repo),
         settings.ref,
         f", path {settings.path}" if settings.path else "",
@@ -98,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.host,
         settings.port,
         settings.data_dir,
+        f", {settings.workers} worker processes" if settings.workers > 1 else "",
     )
     try:
         asyncio.run(serve(settings, ssl_context))

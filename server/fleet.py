@@ -9,7 +9,9 @@ and only the allow-listed names are copied out of it.
 The table holds at most ``--fleet-size`` workers; recording a worker moves it
 to the young end, and the least recently seen worker is forgotten first, so
 memory stays bounded however many workers (or forged ids) ask. It is touched
-only on the event loop. Each replica knows the workers that asked *it*.
+only on the event loop. Each replica knows the workers that asked *it*; with
+``--workers N`` the processes of one replica exchange their sightings
+(``take_fresh`` and ``merge``), so every process shows the replica's whole table.
 """
 
 from __future__ import annotations
@@ -54,14 +56,17 @@ class Sighting:
         }
 
 
+FleetKey = tuple[str | None, str]  # (app id, the worker's identity)
+
+
 class FleetTable:
     def __init__(self, *, capacity: int, env_allow_list: Iterable[str]) -> None:
         self.capacity = capacity
         self.env_allow_list = tuple(env_allow_list)
         self.evicted = 0
-        self._rows: collections.OrderedDict[tuple[str | None, str], Sighting] = (
-            collections.OrderedDict()
-        )
+        self._rows: collections.OrderedDict[FleetKey, Sighting] = collections.OrderedDict()
+        # Sightings recorded here since the last take_fresh(), for the other processes.
+        self._fresh: dict[FleetKey, Sighting] | None = None
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -92,6 +97,12 @@ class FleetTable:
         sighting = Sighting(
             app_id=app_id, instance_id=instance_id, env=kept, peer=peer, commit=commit, seen_at=now
         )
+        self._put(key, sighting)
+        if self._fresh is not None:
+            self._fresh[key] = sighting
+        return sighting
+
+    def _put(self, key: FleetKey, sighting: Sighting) -> None:
         rows = self._rows
         if key in rows:
             rows.move_to_end(key)
@@ -99,7 +110,23 @@ class FleetTable:
         if len(rows) > self.capacity:
             rows.popitem(last=False)
             self.evicted += 1
-        return sighting
+
+    def share(self) -> None:
+        """Start keeping this process's new sightings for take_fresh() (with --workers)."""
+        if self._fresh is None:
+            self._fresh = {}
+
+    def take_fresh(self) -> list[tuple[FleetKey, Sighting]]:
+        """Sightings recorded here since the last call (the latest one per worker)."""
+        fresh, self._fresh = self._fresh or {}, {}
+        return list(fresh.items())
+
+    def merge(self, rows: list[tuple[FleetKey, Sighting]]) -> None:
+        """Sightings another process of this replica recorded; not passed on again."""
+        for key, sighting in rows:
+            current = self._rows.get(key)
+            if current is None or current.seen_at <= sighting.seen_at:
+                self._put(key, sighting)
 
     def sightings(self, app_id: str | None = None) -> list[Sighting]:
         """Newest first; all apps, or one."""

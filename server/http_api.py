@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from typing import Any
 
@@ -29,10 +30,12 @@ from .appkeys import (
     CREDENTIAL,
     FLEET,
     METRICS,
+    ROLE,
     SETTINGS,
     SNAPSHOTS,
     STARTED_AT,
     SYNCER,
+    WORKER_POOL,
 )
 from .errors import (
     AccessDenied,
@@ -300,8 +303,24 @@ async def handle_status(request: web.Request) -> web.Response:
         "sync_task_error": state.task_error,
         "started_at": app[STARTED_AT],
         "fleet_instances_tracked": len(app[FLEET]),
+        "process": process_status(app),
     }
     return web.json_response(status, dumps=lambda data: json.dumps(data, indent=2))
+
+
+def process_status(app: web.Application) -> dict[str, Any]:
+    """Which process of --workers N answered, and (from the leader) its followers."""
+    role = app[ROLE]
+    status: dict[str, Any] = {
+        "worker": role.index,
+        "role": "leader" if role.is_leader else "follower",
+        "workers": app[SETTINGS].workers,
+        "pid": os.getpid(),
+    }
+    pool = app.get(WORKER_POOL)
+    if pool is not None:
+        status["followers"] = pool.alive()
+    return status
 
 
 async def handle_fleet(request: web.Request) -> web.Response:

@@ -15,16 +15,19 @@ its answer (aio-libs/aiohttp#2298). Here shutdown goes in three steps:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
+import socket
 import ssl
 
 from aiohttp import web
 
 from .app import create_app
-from .appkeys import IN_FLIGHT
+from .appkeys import IN_FLIGHT, SYNCER, WORKER_POOL
 from .lmcache_schema import load_schema
 from .settings import Settings
+from .workers import LEADER, WorkerRole
 
 log = logging.getLogger("server")
 
@@ -53,23 +56,64 @@ def load_schema_quietly() -> None:
             logger.setLevel(logging.WARNING)
 
 
-async def serve(settings: Settings, ssl_context: ssl.SSLContext | None = None) -> None:
+def shared_listener(settings: Settings) -> socket.socket:
+    """The leader's listening socket for --workers N, bound before the followers start.
+
+    Bound first so that port 0 becomes a real port the followers can share.
+    """
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    return socket.create_server((settings.host, settings.port), family=family, reuse_port=True)
+
+
+async def _ready_or_stopped(ready: asyncio.Event, stop: asyncio.Event) -> bool:
+    """Wait for ``ready``; False when ``stop`` comes first."""
+    waits = [asyncio.create_task(ready.wait()), asyncio.create_task(stop.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for wait in waits:
+        wait.cancel()
+    return ready.is_set() and not stop.is_set()
+
+
+async def serve(
+    settings: Settings, ssl_context: ssl.SSLContext | None = None, role: WorkerRole = LEADER
+) -> None:
     """Serve until SIGTERM/SIGINT, then shut down gracefully. Startup errors propagate."""
     load_schema_quietly()
-    app = create_app(settings)
+    listener: socket.socket | None = None
+    if role.is_leader and settings.workers > 1:
+        listener = shared_listener(settings)
+        settings = dataclasses.replace(settings, port=listener.getsockname()[1])
+    app = create_app(settings, role)
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=FINAL_WRITE_GRACE
     )
     try:
         await runner.setup()  # runs the cleanup_ctx startups: the data dir lock, the sync task
-        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context)
-        await site.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        # A follower joins the shared port only once it serves the leader's commit: before,
+        # the kernel would hand it workers to answer with 503.
+        if not role.is_leader and not await _ready_or_stopped(app[SYNCER].first_attempt_done, stop):
+            return
+        site: web.BaseSite
+        if listener is not None:
+            site = web.SockSite(runner, listener, ssl_context=ssl_context)
+        else:
+            site = web.TCPSite(
+                runner,
+                settings.host,
+                settings.port,
+                ssl_context=ssl_context,
+                reuse_port=settings.workers > 1 or None,
+            )
+        await site.start()
         await stop.wait()
 
+        pool = app.get(WORKER_POOL)
+        if pool is not None:
+            pool.begin_shutdown()  # the followers drain at the same time as this process
         in_flight = app[IN_FLIGHT]
         in_flight.draining = True
         log.info(
@@ -89,3 +133,5 @@ async def serve(settings: Settings, ssl_context: ssl.SSLContext | None = None) -
             )
     finally:
         await runner.cleanup()
+        if listener is not None:
+            listener.close()

@@ -71,8 +71,9 @@ def log_event(logger: logging.Logger, level: int, event: str, fields: Fields) ->
 
 
 class TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    def __init__(self, worker: int | None = None) -> None:
+        tag = "" if worker is None else f"[worker {worker}] "
+        super().__init__(f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
@@ -81,12 +82,18 @@ class TextFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, then the event's fields or message."""
 
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self._worker = worker
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
         }
+        if self._worker is not None:
+            line["worker"] = self._worker
         message = record.args[0] if isinstance(record.args, tuple) and record.args else None
         if record.msg == "%s" and isinstance(message, _KeyValues):
             line["event"] = message.event
@@ -98,9 +105,10 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(line, default=str, ensure_ascii=False))
 
 
-def configure_logging(level: str, log_format: str = "text") -> None:
+def configure_logging(level: str, log_format: str = "text", worker: int | None = None) -> None:
+    """Log to stderr; ``worker`` tags each line with its process's index (--workers N)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter(worker) if log_format == "json" else TextFormatter(worker))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -10,6 +10,12 @@ so keeping it costs the request path nothing and can never drift from
 The ``app`` label is bounded: an app id that the served commit does not know is
 counted as ``_unknown``, a request without one as ``_none``, an unparseable one
 as ``_invalid``. Worker-chosen strings never become label values.
+
+With ``--workers N`` the request metrics are kept in prometheus_client's
+multiprocess mode (memory-mapped files under ``<data-dir>/metrics``, one set
+per process), so a scrape that reaches any process counts every process's
+answers. The state read at scrape time is the same in every process: each
+follower holds the leader's sync state and the shared fleet table.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import math
 import time
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -26,6 +32,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from .fleet import FleetTable
 from .freshness import freshness
@@ -52,25 +59,35 @@ def app_label(snapshot: Snapshot | None, app_id: str | None) -> str:
 class Metrics:
     """The app's registry and the few metrics updated per request."""
 
-    def __init__(self) -> None:
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
         self.registry = CollectorRegistry()
+        own: CollectorRegistry | None = self.registry
+        if multiprocess_dir is not None:
+            # The value class is chosen when prometheus_client is imported: the CLI sets
+            # PROMETHEUS_MULTIPROC_DIR before that. Counting in process memory instead would
+            # make every scrape show one process's share, so refuse to start.
+            if values.ValueClass is values.MutexValue:
+                raise RuntimeError("prometheus_client was imported before its multiprocess mode")
+            MultiProcessCollector(self.registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+            own = None  # the files are the source; registering too would count twice
         self._request_counters: dict[tuple[str, int], Counter] = {}
         self.requests = Counter(
             f"{PREFIX}_requests",
             "/config answers, by app and HTTP status.",
             ["app", "status"],
-            registry=self.registry,
+            registry=own,
         )
         self.in_flight = Gauge(
             f"{PREFIX}_requests_in_flight",
             "/config requests being answered now (body upload included).",
-            registry=self.registry,
+            registry=own,
+            multiprocess_mode="livesum",
         )
         self.latency = Histogram(
             f"{PREFIX}_request_duration_seconds",
             "Time to answer /config, body upload included.",
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=own,
         )
 
     def observe_config(self, app: str, status: int, seconds: float) -> None:

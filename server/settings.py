@@ -24,6 +24,7 @@ from .errors import SettingsError
 from .yaml_source import YamlFile
 
 ENV_PREFIX = "LMCACHE_CONFIG_SERVER_"
+MAX_WORKERS = 64
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -67,6 +68,12 @@ class Settings:
         metavar="ADDR",
     )
     port: int = _setting(8088, "TCP port to listen on.", metavar="PORT")
+    workers: int = _setting(
+        1,
+        "Processes answering on the port (SO_REUSEPORT). The first also fetches and validates; "
+        "the others serve the commits it validates. Up to the number of CPU cores.",
+        metavar="N",
+    )
     data_dir: str = _setting(
         _default_data_dir(),
         "Directory for the local git mirror and the record of the last good commit; reused "
@@ -236,6 +243,11 @@ class Settings:
     @property
     def mirror_dir(self) -> Path:
         return Path(self.data_dir) / "mirror.git"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """Where the processes of --workers N keep their request metrics."""
+        return Path(self.data_dir) / "metrics"
 
 
 SETTING_FIELDS: tuple[dataclasses.Field[Any], ...] = dataclasses.fields(Settings)
@@ -427,6 +439,8 @@ def check_settings(settings: Settings) -> None:
         raise SettingsError("--stale-after must be a positive number of seconds")
     if settings.fleet_size < 1:
         raise SettingsError("--fleet-size must be at least 1")
+    if not 1 <= settings.workers <= MAX_WORKERS:
+        raise SettingsError(f"--workers must be from 1 to {MAX_WORKERS}")
     if settings.shutdown_timeout < 0:
         raise SettingsError("--shutdown-timeout must not be negative")
     bad_names = [name for name in settings.fleet_env if not _ENV_NAME_RE.match(name)]

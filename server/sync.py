@@ -121,7 +121,7 @@ class Syncer:
             depth=settings.depth,
             credentials=load_git_credentials(settings),
         )
-        self._lock = DataDirLock(Path(settings.data_dir))
+        self._lock: DataDirLock | None = DataDirLock(Path(settings.data_dir))
         self._secret_source = SecretSource(settings.secrets_dir)
         self._signatures = (
             SignaturePolicy(
@@ -140,11 +140,17 @@ class Syncer:
         self._queued_trigger: str | None = None
         self._waiters: list[asyncio.Future[SyncRecord]] = []
         self.first_attempt_done = asyncio.Event()
+        # Bumped each time a snapshot is published (a new commit, or the same commit with
+        # rotated secrets): other worker processes rebuild when it moves.
+        self.generation = 0
+        # Called on the event loop after every sync outcome (the worker pool relays it).
+        self.listeners: list[Callable[[], None]] = []
 
     # -- lifecycle (driven by the app's cleanup_ctx) --
 
     async def start(self) -> None:
-        self._lock.acquire()
+        if self._lock is not None:
+            self._lock.acquire()
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="git-sync")
         if self._signatures is not None:
             # A bad trusted-key file must stop startup, not leave a server that never serves.
@@ -152,7 +158,8 @@ class Syncer:
                 await self._in_git_thread(self._signatures.prepare)
             except Exception:
                 self._executor.shutdown()
-                self._lock.release()
+                if self._lock is not None:
+                    self._lock.release()
                 raise
         self._task = asyncio.create_task(self._guarded_run(), name="config-sync")
 
@@ -167,7 +174,8 @@ class Syncer:
             # Waits for a git command in flight; each one is bounded by --git-timeout.
             executor = self._executor
             await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
 
     async def _guarded_run(self) -> None:
         try:
@@ -384,6 +392,7 @@ class Syncer:
     async def _publish(self, snapshot: Snapshot, record: SyncRecord) -> SyncRecord:
         """Swap the snapshot in; the record is kept in the same loop step, then saved."""
         self.holder.current = snapshot
+        self.generation += 1
         self._keep(record)
         try:
             await self._in_git_thread(self.mirror.save_last_good, snapshot.commit.sha)
@@ -400,6 +409,7 @@ class Syncer:
             await self._publish(outcome, record)
         elif isinstance(outcome, Rejection):
             self._reject(outcome)
+            self._notify()
 
     async def sync(self, trigger: str) -> SyncRecord:
         """Fetch, validate and publish once. Concurrent calls wait for each other."""
@@ -479,7 +489,15 @@ class Syncer:
         if record.result == "failed":
             self.state.failures[record.trigger] += 1
         self._log(record)
+        self._notify()
         return record
+
+    def _notify(self) -> None:
+        for listener in self.listeners:
+            try:
+                listener()
+            except Exception:  # a listener's bug must not end the sync loop
+                log.exception("a sync listener failed")
 
     def _log(self, record: SyncRecord) -> None:
         """The one line per sync: what triggered it, what came of it, what is served now."""
