@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from bench import push_to_serve, scale, throughput
+from bench import push_to_serve, scale, throughput, workers
 from bench.common import RESULTS, machine
 from bench.loadgen import generator_name
 
@@ -17,6 +17,8 @@ def main() -> None:
     print("(a shared, noisy machine: read medians and ratios, not single runs)\n")
 
     throughput.print_table(throughput.run())
+    print()
+    workers.print_table(workers.run())
     print()
     scale.print_table(scale.run())
     print()

@@ -6,6 +6,7 @@ ratio of the two throughputs is what the server's own work costs.
 
 from __future__ import annotations
 
+import multiprocessing
 import sys
 
 from aiohttp import web
@@ -22,11 +23,31 @@ async def handle(request: web.Request) -> web.Response:
     return web.Response(body=FIXED_ANSWER, content_type="application/json")
 
 
-def main() -> None:
+def serve(port: int, reuse_port: bool) -> None:
     app = web.Application()
     app.router.add_route("GET", "/config", handle)
     app.router.add_route("GET", "/readyz", handle)
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+    web.run_app(
+        app,
+        host="127.0.0.1",
+        port=port,
+        access_log=None,
+        print=None,
+        reuse_port=reuse_port or None,
+    )
+
+
+def main() -> None:
+    """``python -m bench.minimal_server [PROCESSES] PORT``: PROCESSES share the port."""
+    processes = int(sys.argv[1]) if len(sys.argv) > 2 else 1
+    port = int(sys.argv[-1])
+    others = [
+        multiprocessing.Process(target=serve, args=(port, True), daemon=True)
+        for _ in range(processes - 1)
+    ]
+    for other in others:
+        other.start()
+    serve(port, processes > 1)
 
 
 if __name__ == "__main__":
