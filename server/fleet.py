@@ -17,9 +17,8 @@ only on the event loop. Each replica knows the workers that asked *it*; with
 from __future__ import annotations
 
 import collections
-import dataclasses
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 # Identity values come from the request; cap their size so that a worker cannot
 # make one entry large.
@@ -27,6 +26,9 @@ MAX_VALUE_CHARS = 256
 
 
 def _clip(value: object) -> str | None:
+    # The common case first, cheaply: a short ASCII string is kept as it is.
+    if type(value) is str and len(value) <= MAX_VALUE_CHARS and value.isascii():
+        return value
     if value is None or isinstance(value, dict | list):
         return None
     # Lone surrogates (JSON allows them) cannot be encoded for a page or a log: replace them.
@@ -34,9 +36,12 @@ def _clip(value: object) -> str | None:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Sighting:
-    """One worker's latest answer: who, for which app, which commit, when."""
+class Sighting(NamedTuple):
+    """One worker's latest answer: who, for which app, which commit, when.
+
+    A NamedTuple rather than a frozen dataclass: one is made per /config answer,
+    and a tuple is built in a fraction of a frozen dataclass's time.
+    """
 
     app_id: str | None
     instance_id: str | None
@@ -56,7 +61,9 @@ class Sighting:
         }
 
 
-FleetKey = tuple[str | None, str]  # (app id, the worker's identity)
+# (app id, instance id) for workers that send lmcache_instance_id; else
+# (app id, None, peer, allow-listed env): whatever tells workers apart.
+FleetKey = tuple[object, ...]
 
 
 class FleetTable:
@@ -76,27 +83,21 @@ class FleetTable:
         *,
         app_id: str | None,
         env: Mapping[str, Any],
-        config: Mapping[str, Any],
+        instance_id: object,
         peer: str | None,
         commit: str,
         now: float,
     ) -> Sighting:
-        instance_id = _clip(config.get("lmcache_instance_id"))
-        kept = tuple(
-            (name, text)
-            for name in self.env_allow_list
-            if (text := _clip(env.get(name))) is not None
-        )
+        instance = _clip(instance_id)
+        kept: list[tuple[str, str]] = []
+        for name in self.env_allow_list:
+            value = env.get(name)
+            if value is not None and (text := _clip(value)) is not None:
+                kept.append((name, text))
+        env_kept = tuple(kept)
         # Without an instance id, the allow-listed variables and the peer tell workers apart.
-        identity = (
-            f"id={instance_id}"
-            if instance_id
-            else "|".join([f"peer={peer}", *(f"{name}={text}" for name, text in kept)])
-        )
-        key = (app_id, identity)
-        sighting = Sighting(
-            app_id=app_id, instance_id=instance_id, env=kept, peer=peer, commit=commit, seen_at=now
-        )
+        key: FleetKey = (app_id, instance) if instance else (app_id, None, peer, env_kept)
+        sighting = Sighting(app_id, instance, env_kept, peer, commit, now)
         self._put(key, sighting)
         if self._fresh is not None:
             self._fresh[key] = sighting

@@ -20,7 +20,6 @@ import os
 import time
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from .appkeys import (
@@ -41,7 +40,6 @@ from .errors import (
     AccessDenied,
     InvalidAppId,
     InvalidParameter,
-    MalformedBody,
     NotReady,
     UnknownApp,
 )
@@ -49,7 +47,7 @@ from .freshness import freshness
 from .logs import Fields
 from .metrics import INVALID_APP, app_label
 from .repo_format import APP_ID_RE, APP_ID_RULE
-from .settings import Settings
+from .request_body import parse_body
 
 log = logging.getLogger("server.access")
 error_log = logging.getLogger(__name__)
@@ -78,22 +76,6 @@ def parse_app_id(request: web.Request, name: str = "appId") -> str | None:
     return app_id
 
 
-def _nesting_exceeds(value: Any, limit: int) -> bool:
-    """Whether JSON containers nest deeper than ``limit`` (iterative: no recursion to abuse)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        current, depth = stack.pop()
-        if depth > limit:
-            return True
-        if isinstance(current, dict):
-            stack.extend(
-                (item, depth + 1) for item in current.values() if isinstance(item, (dict, list))
-            )
-        elif isinstance(current, list):
-            stack.extend((item, depth + 1) for item in current if isinstance(item, (dict, list)))
-    return False
-
-
 def parse_limit(request: web.Request) -> int:
     raw = request.query.get("limit", str(HISTORY_DEFAULT_LIMIT))
     try:
@@ -105,62 +87,6 @@ def parse_limit(request: web.Request) -> int:
             f"limit must be a whole number from 1 to {HISTORY_MAX_LIMIT}, got {raw[:20]!r}"
         )
     return limit
-
-
-_STR_ONLY = frozenset({str})
-
-
-def _parse_with_stdlib(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise MalformedBody(f"request body is not valid JSON: {reason}") from None
-
-
-def parse_body(raw: bytes, settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(env_variables, current_config) from a request body; empty when there is none.
-
-    orjson parses the client's 5 KB body in a third of the stdlib's time. What it
-    refuses (NaN, escaped lone surrogates from a non-UTF-8 environment, integers
-    beyond 64 bits, very deep nesting) goes to the stdlib parser as before, so no
-    body accepted before is refused now, and errors read as they did.
-    """
-    if not raw.strip():
-        return {}, {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        body = _parse_with_stdlib(raw)
-    if not isinstance(body, dict):
-        raise MalformedBody(
-            f"request body must be a JSON object with current_config and env_variables, "
-            f"got a JSON {type(body).__name__}"
-        )
-    env = body.get("env_variables")
-    config = body.get("current_config")
-    env = {} if env is None else env
-    config = {} if config is None else config
-    if not isinstance(env, dict):
-        raise MalformedBody("env_variables must be a JSON object")
-    if not isinstance(config, dict):
-        raise MalformedBody("current_config must be a JSON object")
-    if len(env) > settings.max_env_vars:
-        raise MalformedBody(
-            f"env_variables has {len(env)} entries; the limit is {settings.max_env_vars} "
-            "(--max-env-vars)"
-        )
-    # Both checks run at C speed in the common case: the types of the values as a set,
-    # and the nesting walk only when the body holds more brackets than the depth limit
-    # (the deepest nesting cannot exceed the number of opening brackets).
-    if not _STR_ONLY.issuperset(map(type, env.values())):
-        raise MalformedBody("env_variables values must be strings")
-    brackets = raw.count(b"{") + raw.count(b"[")
-    if brackets > settings.max_json_depth and _nesting_exceeds(config, settings.max_json_depth):
-        raise MalformedBody(
-            f"current_config nests deeper than {settings.max_json_depth} levels (--max-json-depth)"
-        )
-    return env, config
 
 
 async def handle_config(request: web.Request) -> web.Response:
@@ -178,18 +104,21 @@ async def handle_config(request: web.Request) -> web.Response:
             if app_id
             else "appId is required (--strict-apps)"
         )
-    # The body is parsed even when no rule reads it, so a malformed one is never accepted.
-    env, config = parse_body(await request.read(), settings)
-    try:
-        answer = snapshot.answer(app_id, env, config)
-    except AccessDenied as denied:
-        # The message names variables only, never their values.
-        log.warning("config app=%s denied: %s", app_id or "-", denied.message)
-        raise
+    # The body is checked whole even when no rule reads it, so a malformed one is never
+    # accepted; current_config is built only when a rule or access condition reads it.
+    answer = snapshot.fixed_answer(app_id)
+    body = parse_body(await request.read(), settings, need_config=answer is None)
+    if answer is None:
+        try:
+            answer = snapshot.answer(app_id, body.env, body.config())
+        except AccessDenied as denied:
+            # The message names variables only, never their values.
+            log.warning("config app=%s denied: %s", app_id or "-", denied.message)
+            raise
     request.app[FLEET].record(
         app_id=app_id,
-        env=env,
-        config=config,
+        env=body.env,
+        instance_id=body.instance_id,
         peer=request.remote,
         commit=snapshot.commit.sha,
         now=time.time(),

@@ -208,6 +208,10 @@ class Snapshot:
         matched = plan.matched(env, config, app_id)
         return merge(plan.layers(matched)), matched
 
+    def fixed_answer(self, app_id: str | None) -> Answer | None:
+        """The answer when it does not depend on the request (no rules, no access conditions)."""
+        return self._fixed_answers.get(app_id)
+
     def answer(
         self, app_id: str | None, env: Mapping[str, Any], config: Mapping[str, Any]
     ) -> Answer:

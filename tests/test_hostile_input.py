@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.errors import MalformedBody
-from server.http_api import parse_body
 from server.lmcache_schema import load_schema
 from server.repo_format import load_config_set
+from server.request_body import parse_body, parse_body_fully
 from tests.conftest import ServerFactory, make_settings
 from tests.gitrepo import ConfigRepo
 
@@ -83,15 +83,56 @@ def test_repo_total_size_limit() -> None:
     ]
 
 
-def _parse_or_refuse(raw: bytes) -> None:
+def _outcome(raw: bytes, *, need_config: bool) -> tuple[object, ...]:
     try:
-        env, config = parse_body(raw, SETTINGS)
+        body = parse_body(raw, SETTINGS, need_config=need_config)
     except MalformedBody as refusal:
         assert refusal.status == 400
         assert refusal.message
+        return ("refused",)
+    assert isinstance(body.env, dict)
+    if need_config:
+        assert isinstance(body.config(), dict)
+    return ("accepted", body.env, repr(body.instance_id))
+
+
+def _parse_or_refuse(raw: bytes) -> None:
+    # Without need_config (apps whose answer does not read the body) the fast path
+    # accepts and refuses exactly what the full parse does, with the same env and id.
+    full = _outcome(raw, need_config=True)
+    assert repr(_outcome(raw, need_config=False)) == repr(full), raw
+    try:
+        reference = parse_body_fully(raw, SETTINGS)
+    except MalformedBody:
+        assert full == ("refused",)
     else:
-        assert isinstance(env, dict)
-        assert isinstance(config, dict)
+        assert full[1] == reference.env
+
+
+def test_fast_and_full_parse_agree_on_edge_cases() -> None:
+    deep = b"[" * 40 + b"]" * 40
+    cases = [
+        b'{"current_config": {"a": NaN}}',  # the standard library accepts NaN; orjson not
+        b'{"current_config": {"a": 123456789012345678901234567890}}',
+        b'{"current_config": {"a": 1e999}}',
+        b'{"current_config": {"a": "\\ud800"}}',  # an escaped lone surrogate
+        b'{"current_config": {"a": "\xff"}}',  # not UTF-8
+        b'{"current_config": {"a": ' + deep + b"}}",
+        b'{"current_config": {"a": "' + b"[" * 40 + b'"}}',  # brackets inside a string
+        b'{"current_config": [1], "env_variables": {}}',
+        b'{"current_config": null, "env_variables": null}',
+        b'{"env_variables": {"A": 1}}',
+        b'{"env_variables": {"A": "1"}, "env_variables": {"B": 2}}',
+        b'{"current_config": {"lmcache_instance_id": "w1"}, "current_config": {}}',
+        b'{"current_config": {"lmcache_instance_id": {"x": 1}}}',
+        b'{"current_config": {"lmcache_instance_id": "a", "lmcache_instance_id": "b"}}',
+        b'{"current_config": {"lmcache_instance_id": null}}',
+        b'{"current_config": {}} trailing',
+        b"[]",
+        b'"text"',
+    ]
+    for raw in cases:
+        _parse_or_refuse(raw)
 
 
 @FUZZ
