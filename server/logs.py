@@ -21,6 +21,8 @@ import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+import orjson
+
 from .redact import redact
 
 Fields = Mapping[str, str | int | float | bool | None]
@@ -28,6 +30,8 @@ Fields = Mapping[str, str | int | float | bool | None]
 # An incoming X-Request-Id is kept only when it looks like an id: no spaces, no
 # control characters, nothing that could forge a log line or carry a payload.
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+=-]{0,127}$")
+# A value with a blank or a quote is written JSON-quoted, so that lines split cleanly.
+_NEEDS_QUOTES = re.compile(r'[\s"]')
 REQUEST_ID_HEADER = "X-Request-Id"
 
 
@@ -58,7 +62,7 @@ class _KeyValues:
                 text = f"{value:.2f}"
             else:
                 text = str(value)
-                if not text or any(ch.isspace() or ch == '"' for ch in text):
+                if not text or _NEEDS_QUOTES.search(text):
                     text = json.dumps(text)
             parts.append(f"{key}={text}")
         return " ".join(parts)
@@ -102,7 +106,11 @@ class JsonFormatter(logging.Formatter):
             line["message"] = record.getMessage()
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return redact(json.dumps(line, default=str, ensure_ascii=False))
+        try:
+            text = orjson.dumps(line, default=str).decode()
+        except TypeError:  # e.g. a lone surrogate, which orjson refuses: escape it, as ASCII
+            text = json.dumps(line, default=str)
+        return redact(text)
 
 
 def configure_logging(level: str, log_format: str = "text", worker: int | None = None) -> None:

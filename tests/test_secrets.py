@@ -71,3 +71,6 @@ def test_redact() -> None:
         redact('"GET /config?appId=a&token=abc HTTP/1.1"')
         == '"GET /config?appId=a&token=*** HTTP/1.1"'
     )
+    # The quick pre-check must not skip any spelling the patterns catch.
+    assert redact("AUTHORIZATION: basic dXNlcjpwdw==") == "AUTHORIZATION: basic ***"
+    assert redact("HTTPS://u:p@host") == "HTTPS://***@host"
