@@ -33,7 +33,9 @@ _STR_ONLY = frozenset({str})
 
 
 class _Identity(msgspec.Struct):
-    lmcache_instance_id: Any = None
+    # Its checked JSON text (empty when absent), parsed as the full parse would:
+    # msgspec would turn an integer beyond 64 bits into a float.
+    lmcache_instance_id: msgspec.Raw = msgspec.Raw()
 
 
 class _IdentifiedBody(msgspec.Struct):
@@ -60,6 +62,14 @@ class RequestBody:
         if self._config is None:
             raise RuntimeError("current_config was not built: parse with need_config=True")
         return self._config
+
+
+def _parse_value(text: bytes) -> Any:
+    """One checked JSON value, as the full parse reads it."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # what orjson refuses: NaN, integers beyond 64 bits
+        return json.loads(text)
 
 
 def _parse_with_stdlib(raw: bytes) -> Any:
@@ -114,7 +124,8 @@ def _parse_identity_only(raw: bytes, settings: Settings) -> RequestBody | None:
     env = body.env_variables or {}
     _check_env(env, settings)
     identity = body.current_config
-    return RequestBody(env, None, identity.lmcache_instance_id if identity else None)
+    text = identity.lmcache_instance_id if identity is not None else None
+    return RequestBody(env, None, _parse_value(bytes(text)) if text else None)
 
 
 def parse_body(raw: bytes, settings: Settings, *, need_config: bool = True) -> RequestBody:

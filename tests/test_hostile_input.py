@@ -155,6 +155,17 @@ JSON_VALUES = st.recursive(
     st.dictionaries(
         st.sampled_from(["current_config", "env_variables", "other"]), JSON_VALUES, max_size=3
     )
+    # Bodies shaped like the client's, with the instance id among other fields.
+    | st.fixed_dictionaries(
+        {
+            "current_config": st.dictionaries(
+                st.sampled_from(["a", "x", "lmcache_instance_id", "other"]),
+                JSON_VALUES,
+                max_size=4,
+            ),
+            "env_variables": st.dictionaries(st.text(max_size=5), st.text(max_size=5)),
+        }
+    )
 )
 def test_parser_survives_any_json_object(body: dict) -> None:  # type: ignore[type-arg]
     _parse_or_refuse(json.dumps(body).encode())
