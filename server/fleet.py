@@ -99,8 +99,11 @@ class FleetTable:
         key: FleetKey = (app_id, instance) if instance else (app_id, None, peer, env_kept)
         sighting = Sighting(app_id, instance, env_kept, peer, commit, now)
         self._put(key, sighting)
-        if self._fresh is not None:
-            self._fresh[key] = sighting
+        fresh = self._fresh
+        if fresh is not None:
+            fresh[key] = sighting
+            if len(fresh) > self.capacity:  # bounded like the table
+                del fresh[next(iter(fresh))]
         return sighting
 
     def _put(self, key: FleetKey, sighting: Sighting) -> None:
@@ -121,6 +124,10 @@ class FleetTable:
         """Sightings recorded here since the last call (the latest one per worker)."""
         fresh, self._fresh = self._fresh or {}, {}
         return list(fresh.items())
+
+    def all_rows(self) -> list[tuple[FleetKey, Sighting]]:
+        """The whole table, oldest first, for a process that joins late."""
+        return list(self._rows.items())
 
     def merge(self, rows: list[tuple[FleetKey, Sighting]]) -> None:
         """Sightings another process of this replica recorded; not passed on again."""

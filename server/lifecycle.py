@@ -56,13 +56,21 @@ def load_schema_quietly() -> None:
             logger.setLevel(logging.WARNING)
 
 
-def shared_listener(settings: Settings) -> socket.socket:
-    """The leader's listening socket for --workers N, bound before the followers start.
+def shared_listener(settings: Settings, *, first: bool) -> socket.socket:
+    """A listening socket on the port the processes of --workers N share (SO_REUSEPORT).
 
-    Bound first so that port 0 becomes a real port the followers can share.
+    Every process binds the same one address (``--host``), so none answers on an
+    address the others do not. The ``first`` (the leader, which binds before its
+    followers start, so that port 0 becomes a real port they can share) checks
+    that nothing listens there yet: SO_REUSEPORT would otherwise let it join
+    another server's port and split its traffic.
     """
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    return socket.create_server((settings.host, settings.port), family=family, reuse_port=True)
+    address = (settings.host, settings.port)
+    if first and settings.port:
+        with socket.create_server(address, family=family):
+            pass  # raises OSError (address in use) when any process listens there
+    return socket.create_server(address, family=family, reuse_port=True)
 
 
 async def _ready_or_stopped(ready: asyncio.Event, stop: asyncio.Event) -> bool:
@@ -81,7 +89,7 @@ async def serve(
     load_schema_quietly()
     listener: socket.socket | None = None
     if role.is_leader and settings.workers > 1:
-        listener = shared_listener(settings)
+        listener = shared_listener(settings, first=True)
         settings = dataclasses.replace(settings, port=listener.getsockname()[1])
     app = create_app(settings, role)
     runner = web.AppRunner(
@@ -98,16 +106,11 @@ async def serve(
         if not role.is_leader and not await _ready_or_stopped(app[SYNCER].first_attempt_done, stop):
             return
         site: web.BaseSite
-        if listener is not None:
+        if settings.workers > 1:
+            listener = listener or shared_listener(settings, first=False)
             site = web.SockSite(runner, listener, ssl_context=ssl_context)
         else:
-            site = web.TCPSite(
-                runner,
-                settings.host,
-                settings.port,
-                ssl_context=ssl_context,
-                reuse_port=settings.workers > 1 or None,
-            )
+            site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context)
         await site.start()
         await stop.wait()
 

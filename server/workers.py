@@ -58,6 +58,8 @@ RESTART_PAUSE = 1.0
 MAX_RESTART_PAUSE = 60.0
 # A follower that ran this long before dying is restarted after the shortest pause.
 HEALTHY_RUN = 60.0
+# A follower that could not take up the leader's commit tries again this often.
+BUILD_RETRY = 5.0
 # Beyond --shutdown-timeout: time for a follower to close its connections and exit.
 EXIT_GRACE = 5.0
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -113,7 +115,16 @@ class Sightings:
     rows: list[tuple[FleetKey, Sighting]]
 
 
-Message = Served | SyncWanted | RefreshWanted | Refreshed | Sightings
+@dataclasses.dataclass(frozen=True)
+class Following:
+    """A follower's report after each attempt to take up the leader's commit."""
+
+    generation: int
+    sha: str | None
+    error: str | None = None
+
+
+Message = Served | SyncWanted | RefreshWanted | Refreshed | Sightings | Following
 
 
 class Channel:
@@ -162,8 +173,11 @@ def prepare_metrics_dir(settings: Settings) -> None:
     is refused the data dir lock cannot disturb the running one's files; the
     leader deletes older runs' directories once it holds the lock.
     """
-    if settings.workers < 2 or METRICS_ENV in os.environ:
+    if settings.workers < 2:
+        # One process counts in memory, whatever the environment says.
+        os.environ.pop(METRICS_ENV, None)
         return
+    # Always a directory of our own, never an inherited one: it is deleted on stop.
     run_dir = settings.metrics_dir / f"run-{os.getpid()}"
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -195,6 +209,7 @@ class _Follower:
     started_at: float
     channel: Channel | None = None
     restarts: int = 0
+    following: Following | None = None
 
 
 class WorkerPool:
@@ -221,6 +236,10 @@ class WorkerPool:
                 "pid": follower.process.pid,
                 "alive": follower.process.is_alive(),
                 "restarts": follower.restarts,
+                "serving": follower.following.sha if follower.following else None,
+                "behind": follower.following is None
+                or follower.following.generation != self._syncer.generation,
+                "error": follower.following.error if follower.following else None,
             }
             for follower in sorted(self._followers.values(), key=lambda f: f.index)
         ]
@@ -270,8 +289,13 @@ class WorkerPool:
             args=(self._settings, theirs, index),
             name=f"lmcache-config-server worker {index}",
         )
-        process.start()  # settings go over a pipe: secrets never on a command line
-        theirs.close()
+        try:
+            process.start()  # settings go over a pipe: secrets never on a command line
+        except Exception:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         follower = _Follower(
             index=index, process=process, started_at=time.monotonic(), restarts=restarts
         )
@@ -306,15 +330,26 @@ class WorkerPool:
                 follower.channel.send(message)
 
     async def _serve_follower(self, follower: _Follower, sock: socket.socket) -> None:
-        channel = await Channel.open(sock)
-        follower.channel = channel
-        channel.send(self._served())
+        channel: Channel | None = None
         try:
+            channel = await Channel.open(sock)
+            follower.channel = channel
+            channel.send(self._served())
+            # A follower started (or restarted) now gets the whole fleet table once.
+            channel.send(Sightings(self._fleet.all_rows()))
             while (message := await channel.receive()) is not None:
-                self._handle(follower, channel, message)
+                try:
+                    self._handle(follower, channel, message)
+                except Exception:  # one bad message must not cut the follower off
+                    log.exception("worker %d: handling its %s failed", follower.index, message)
+        except Exception:
+            log.exception("worker %d: its channel failed", follower.index)
         finally:
             follower.channel = None
-            channel.close()
+            if channel is not None:
+                channel.close()
+            else:
+                sock.close()
         await self._follower_gone(follower)
 
     def _handle(self, follower: _Follower, channel: Channel, message: Message) -> None:
@@ -325,6 +360,8 @@ class WorkerPool:
         elif isinstance(message, Sightings):
             self._fleet.merge(message.rows)
             self._send_to_followers(message, skip=follower.index)
+        elif isinstance(message, Following):
+            follower.following = message
         else:
             log.warning("worker %d sent an unexpected %s", follower.index, type(message).__name__)
 
@@ -339,6 +376,11 @@ class WorkerPool:
     async def _follower_gone(self, follower: _Follower) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, follower.process.join, EXIT_GRACE)
+        if follower.process.is_alive():
+            # Its channel is gone but it still runs (and holds a place on the port).
+            log.error("worker %d lost its channel but still runs; stopping it", follower.index)
+            follower.process.kill()
+            await loop.run_in_executor(None, follower.process.join, EXIT_GRACE)
         if self._stopping:
             return
         pid = follower.process.pid
@@ -393,18 +435,35 @@ class FollowerSyncer(Syncer):
         self._channel: Channel | None = None
         self._refreshes: dict[int, asyncio.Future[Refreshed]] = {}
         self._tokens = itertools.count(1)
+        self._latest: Served | None = None  # the leader's latest word
+        self._following = asyncio.Lock()
 
     def _prepare(self) -> None:
         self._schema = load_schema()
 
     async def _run(self) -> None:
+        try:
+            await self._follow_leader()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Going on would serve a commit that no longer follows the leader's: stop, and
+            # the leader starts a fresh process.
+            log.exception("this worker cannot follow the leader; it stops")
+        else:
+            log.error("the leader process is gone; this worker stops")
+        self._on_leader_gone()
+
+    async def _follow_leader(self) -> None:
         await self._in_git_thread(self._prepare)
         channel = self._channel = await Channel.open(self._link)
         self._fleet.share()
         sharing = asyncio.create_task(self._share_sightings(channel))
+        retrying = asyncio.create_task(self._retry_failed_builds())
         try:
             while (message := await channel.receive()) is not None:
                 if isinstance(message, Served):
+                    self._latest = message
                     await self._follow(message)
                 elif isinstance(message, Refreshed):
                     waiter = self._refreshes.pop(message.token, None)
@@ -414,11 +473,19 @@ class FollowerSyncer(Syncer):
                     self._fleet.merge(message.rows)
         finally:
             sharing.cancel()
+            retrying.cancel()
             self._channel = None
             channel.close()
             self._fail_refreshes("the leader process is gone")
-        log.error("the leader process is gone; this worker stops")
-        self._on_leader_gone()
+
+    async def _retry_failed_builds(self) -> None:
+        """Build the leader's commit again while this process is behind it (a pinned ref
+        syncs no more, so no new message would come to retry it)."""
+        while True:
+            await asyncio.sleep(BUILD_RETRY)
+            latest = self._latest
+            if latest is not None and latest.generation != self.generation:
+                await self._follow(latest)
 
     async def _share_sightings(self, channel: Channel) -> None:
         while True:
@@ -429,25 +496,45 @@ class FollowerSyncer(Syncer):
 
     async def _follow(self, served: Served) -> None:
         """Take the leader's sync state; build and swap in its commit when it published anew."""
-        self.state = served.state
-        if served.sha is None or served.generation == self.generation:
-            return
+        async with self._following:  # the message loop and the retry task, one at a time
+            if served is self._latest:
+                self.state = served.state
+            if served.sha is None or served.generation == self.generation:
+                return
+            error = await self._take_up(served.sha)
+            if error is None and served is self._latest:
+                self.generation = served.generation
+                self.first_attempt_done.set()
+            current = self.holder.current
+            self._report(
+                Following(
+                    generation=self.generation,
+                    sha=current.commit.sha if current else None,
+                    error=error,
+                )
+            )
+
+    async def _take_up(self, sha: str) -> str | None:
+        """Build ``sha`` and serve it; the reason when that fails (keep serving the last)."""
         try:
-            outcome = await self._in_git_thread(self._build, served.sha)
-        except Exception:  # keep serving; the next message from the leader retries
-            log.exception("cannot load commit %s that the leader serves", served.sha[:12])
-            return
+            outcome = await self._in_git_thread(self._build, sha)
+        except Exception as exc:  # retried by _retry_failed_builds
+            log.exception("cannot load commit %s that the leader serves", sha[:12])
+            return f"cannot load {sha[:12]}: {type(exc).__name__}"
         if isinstance(outcome, Rejection):
             log.error(
                 "commit %s, which the leader serves, does not validate here:\n  %s",
-                served.sha[:12],
+                sha[:12],
                 "\n  ".join(str(issue) for issue in outcome.issues),
             )
-            return
+            return f"{sha[:12]} does not validate here ({len(outcome.issues)} error(s))"
         self.holder.current = outcome
-        self.generation = served.generation
-        self.first_attempt_done.set()
-        log.info("serving %s, as the leader does", served.sha[:12])
+        log.info("serving %s, as the leader does", sha[:12])
+        return None
+
+    def _report(self, following: Following) -> None:
+        if self._channel is not None:
+            self._channel.send(following)
 
     def request_sync(self, trigger: str) -> None:
         if self._channel is not None:
@@ -491,6 +578,9 @@ def follower_main(settings: Settings, link: socket.socket, index: int) -> None:
         pass
     except OSError as exc:
         log.error("worker %d cannot listen on %s:%d: %s", index, settings.host, settings.port, exc)
+        raise SystemExit(1) from None
+    except Exception:  # through our log (redacted, in its format), not multiprocessing's
+        log.exception("worker %d failed", index)
         raise SystemExit(1) from None
 
 

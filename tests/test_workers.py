@@ -99,6 +99,8 @@ def test_both_processes_answer_every_commit_and_only_the_leader_syncs(
     assert leader["role"] == "leader"
     assert follower["role"] == "follower"
     assert leader["followers"][0]["pid"] == follower["pid"] != leader["pid"]
+    assert leader["followers"][0]["serving"] == first
+    assert leader["followers"][0]["behind"] is False
     # The follower shows the leader's sync state, not a state of its own.
     assert statuses[1]["last_sync"] == statuses[0]["last_sync"]
 
@@ -208,6 +210,10 @@ def test_a_dead_follower_is_restarted_and_a_dead_leader_stops_the_follower(
     server = start(repo, "--poll-interval", "3600")
     sha = server.wait_ready()
     wait_both_serve(server, sha)
+    for index in range(10):
+        body = json.dumps({"current_config": {"lmcache_instance_id": f"w{index}"}}).encode()
+        assert server.request("/config?appId=test-app", body=body)[0] == 200
+    time.sleep(1.5)  # shared with both processes
     killed = follower_pid(server)
     os.kill(killed, signal.SIGKILL)
 
@@ -229,6 +235,8 @@ def test_a_dead_follower_is_restarted_and_a_dead_leader_stops_the_follower(
         raise AssertionError(f"follower not restarted: {server.log()}")
     wait_both_serve(server, sha)
     assert "exited with code -9" in server.log()
+    # The new follower got the whole fleet table from the leader when it joined.
+    assert {s["fleet_instances_tracked"] for s in status_of_each(server).values()} == {10}
 
     # Without its leader a follower could only serve a commit that no longer advances.
     follower = follower_pid(server)
@@ -260,3 +268,21 @@ def test_sigterm_drains_both_processes(
     assert "workers stopped" in log
     assert "stopped cleanly" in log
     assert not list((server.data_dir / "metrics").glob("run-*"))  # its metrics files are gone
+
+
+def test_a_second_server_cannot_join_a_port_in_use(
+    repo: ConfigRepo, start: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    first = start(repo, "--poll-interval", "3600")
+    first.wait_ready()
+    # Another server (its own data dir) on the same port: SO_REUSEPORT must not let it
+    # take a share of the first one's workers.
+    intruder = ServerProcess(
+        tmp_path, "intruder", "--repo", str(repo.path), "--workers", "2", "--port", str(first.port)
+    )
+    try:
+        assert intruder.process.wait(timeout=30) == 1
+    finally:
+        intruder.kill()
+    assert "cannot listen on" in intruder.log()
+    assert "Address already in use" in intruder.log()
