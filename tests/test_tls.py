@@ -13,6 +13,7 @@ import pytest
 from tests.gitrepo import ConfigRepo
 from tests.procs import ServerProcess
 from tests.test_lmcache_client import FINITE, run_worker
+from tests.test_workers import status_of_each
 
 
 @pytest.fixture
@@ -43,8 +44,9 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_https_with_the_real_client(
-    tmp_path: Path, config_repo: ConfigRepo, certificate: tuple[Path, Path]
+    tmp_path: Path, config_repo: ConfigRepo, certificate: tuple[Path, Path], workers: int
 ) -> None:
     cert, key = certificate
     trusting = ssl.create_default_context(cafile=str(cert))
@@ -57,25 +59,30 @@ async def test_https_with_the_real_client(
         str(cert),
         "--tls-key",
         str(key),
+        "--workers",
+        str(workers),
         ssl_context=trusting,
     )
     try:
         server.wait_ready()
         status, answer = server.json("/config?appId=test-app")
         assert (status, answer["version"]) == (200, config_repo.head())
+        if workers == 2:  # the follower serves HTTPS with the same certificate
+            assert sorted(status_of_each(server)) == [0, 1]
 
         # Plain HTTP to the TLS port gets nowhere.
         with pytest.raises((urllib.error.URLError, ConnectionError)):
             urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
 
-        result = await run_worker(
-            tmp_path,
-            f"{server.base}/config",
-            {**FINITE, "app_id": "test-app"},
-            {"REQUESTS_CA_BUNDLE": str(cert)},
-        )
-        assert result["fetched"] is True
-        assert result["config"]["chunk_size"] == 512
+        for _ in range(workers):  # with two processes, likely both answer the client
+            result = await run_worker(
+                tmp_path,
+                f"{server.base}/config",
+                {**FINITE, "app_id": "test-app"},
+                {"REQUESTS_CA_BUNDLE": str(cert)},
+            )
+            assert result["fetched"] is True
+            assert result["config"]["chunk_size"] == 512
         # A worker that does not trust the certificate gets nothing (and keeps local config).
         untrusting = await run_worker(
             tmp_path, f"{server.base}/config", {**FINITE, "app_id": "test-app"}

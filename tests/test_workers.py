@@ -103,6 +103,22 @@ def test_both_processes_answer_every_commit_and_only_the_leader_syncs(
     assert leader["followers"][0]["behind"] is False
     # The follower shows the leader's sync state, not a state of its own.
     assert statuses[1]["last_sync"] == statuses[0]["last_sync"]
+    # Pages that read git (history, the dashboard's app page) work on either process.
+    answered_by: set[int] = set()
+    for _ in range(ATTEMPTS):
+        request_id = uuid.uuid4().hex
+        code, _, page = server.request(
+            "/dashboard/apps/test-app", headers={"X-Request-Id": request_id}
+        )
+        assert code == 200, page[:300]
+        assert first[:12].encode() in page
+        code, history = server.json("/history?app=test-app")
+        assert code == 200, history
+        assert history["commits"][0]["sha"] == first
+        answered_by.add(handled_by(server, request_id))
+        if answered_by == {0, 1}:
+            break
+    assert answered_by == {0, 1}
 
     second = repo.commit_files({"apps/test-app.yaml": "overrides: {chunk_size: 1024}\n"})
     answers: list[tuple[int, str, object]] = []
