@@ -120,6 +120,10 @@ def configure_logging(level: str, log_format: str = "text", worker: int | None =
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Neither format shows thread or process names: skip looking them up for every record.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     # GitPython logs every command line at debug, URLs included; keep it quiet.
     logging.getLogger("git").setLevel(logging.WARNING)
     # aiohttp's own access log is replaced by ours (request ids, no query strings).
