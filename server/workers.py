@@ -224,10 +224,6 @@ class WorkerPool:
         self._stopping = False
         self._metrics_dir = metrics_dir_in_use()
 
-    @property
-    def size(self) -> int:
-        return self._settings.workers
-
     def alive(self) -> list[dict[str, object]]:
         """The followers, for /status."""
         return [
@@ -400,9 +396,18 @@ class WorkerPool:
             ran,
             pause,
         )
-        await asyncio.sleep(pause)
-        if not self._stopping:
-            self._start_follower(follower.index, restarts=restarts)
+        while True:
+            await asyncio.sleep(pause)
+            if self._stopping:
+                return
+            try:
+                self._start_follower(follower.index, restarts=restarts)
+                return
+            except Exception:  # e.g. out of processes: keep trying, never give the slot up
+                pause = min(pause * 2, MAX_RESTART_PAUSE)
+                log.exception(
+                    "cannot start worker %d; trying again in %.0fs", follower.index, pause
+                )
 
 
 # -- the follower's side ---------------------------------------------------
