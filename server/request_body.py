@@ -104,18 +104,23 @@ def _check_env(env: dict[str, Any], settings: Settings) -> None:
         )
 
 
-def _check_depth(config: dict[str, Any], text: bytes, settings: Settings) -> None:
-    # The nesting walk runs only when the text holds more brackets than the limit:
+def _opening_brackets(raw: bytes) -> int:
+    """An upper bound of any nesting depth in ``raw`` (brackets in strings count too)."""
+    return raw.count(b"{") + raw.count(b"[")
+
+
+def _check_depth(config: dict[str, Any], brackets: int, settings: Settings) -> None:
+    # The nesting walk runs only when the body holds more brackets than the limit:
     # the deepest nesting cannot exceed the number of opening brackets.
     limit = settings.max_json_depth
-    if text.count(b"{") + text.count(b"[") > limit and _nesting_exceeds(config, limit):
+    if brackets > limit and _nesting_exceeds(config, limit):
         raise MalformedBody(f"current_config nests deeper than {limit} levels (--max-json-depth)")
 
 
-def _parse_identity_only(raw: bytes, settings: Settings) -> RequestBody | None:
+def _parse_identity_only(raw: bytes, brackets: int, settings: Settings) -> RequestBody | None:
     """The env and lmcache_instance_id, the rest checked but not built; None: full parse."""
     # More opening brackets than the depth limit: the full parse measures the nesting.
-    if raw.count(b"{") + raw.count(b"[") > settings.max_json_depth:
+    if brackets > settings.max_json_depth:
         return None
     try:
         body = _IDENTIFIED_BODY.decode(raw)
@@ -135,15 +140,19 @@ def parse_body(raw: bytes, settings: Settings, *, need_config: bool = True) -> R
     common body is checked whole but current_config is not built.
     """
     # Non-ASCII bodies take the full parse: msgspec does not check UTF-8 in text it skips.
+    brackets = _opening_brackets(raw)
     if not need_config and raw.isascii():
-        fast = _parse_identity_only(raw, settings)
+        fast = _parse_identity_only(raw, brackets, settings)
         if fast is not None:
             return fast
-    return parse_body_fully(raw, settings)
+    return parse_body_fully(raw, settings, brackets=brackets)
 
 
-def parse_body_fully(raw: bytes, settings: Settings) -> RequestBody:
-    """The full parse: what the fast path does not take, and the reference it is tested against."""
+def parse_body_fully(raw: bytes, settings: Settings, *, brackets: int | None = None) -> RequestBody:
+    """The full parse: what the fast path does not take, and the reference it is tested against.
+
+    ``brackets``: the body's opening brackets, when the caller has counted them.
+    """
     if not raw.strip():
         return RequestBody({}, {})
     try:
@@ -166,5 +175,5 @@ def parse_body_fully(raw: bytes, settings: Settings) -> RequestBody:
     _check_env(env, settings)
     if not _STR_ONLY.issuperset(map(type, env.values())):
         raise MalformedBody("env_variables values must be strings")
-    _check_depth(config, raw, settings)
+    _check_depth(config, _opening_brackets(raw) if brackets is None else brackets, settings)
     return RequestBody(env, config)
