@@ -139,12 +139,17 @@ class Channel:
         reader, writer = await asyncio.open_connection(sock=sock)
         return cls(reader, writer)
 
-    def send(self, message: Message) -> None:
-        """Queue one message; never blocks (the transport buffers what the peer has not read)."""
-        if self._writer.is_closing():
-            return
+    @staticmethod
+    def encode(message: Message) -> bytes:
+        """A message as sent: made once when it goes to several followers."""
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        self._writer.write(_HEADER.pack(len(data)) + data)
+        return _HEADER.pack(len(data)) + data
+
+    def send(self, message: Message | bytes) -> None:
+        """Queue one message (or its encoding); never blocks (the transport buffers what the
+        peer has not read)."""
+        if not self._writer.is_closing():
+            self._writer.write(message if isinstance(message, bytes) else self.encode(message))
 
     async def receive(self) -> Message | None:
         """The next message, or None once the other process has gone."""
@@ -308,10 +313,7 @@ class WorkerPool:
         )
 
     def _broadcast_served(self) -> None:
-        served = self._served()
-        for follower in self._followers.values():
-            if follower.channel is not None:
-                follower.channel.send(served)
+        self._send_to_followers(self._served(), skip=None)
 
     async def _share_sightings(self) -> None:
         while True:
@@ -321,9 +323,10 @@ class WorkerPool:
                 self._send_to_followers(Sightings(rows), skip=None)
 
     def _send_to_followers(self, message: Message, *, skip: int | None) -> None:
+        encoded = Channel.encode(message)
         for follower in self._followers.values():
             if follower.channel is not None and follower.index != skip:
-                follower.channel.send(message)
+                follower.channel.send(encoded)
 
     async def _serve_follower(self, follower: _Follower, sock: socket.socket) -> None:
         channel: Channel | None = None
