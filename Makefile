@@ -15,7 +15,7 @@ GIT_AS_MAKE := git -c user.name="lmcache-config-server example" -c user.email=ex
 help:
 	@echo "make run          start the server on the bundled example repo (port $(PORT))"
 	@echo "make test         run the test suite"
-	@echo "make lint         mypy --strict and ruff"
+	@echo "make lint         mypy --strict, ruff, and the layer contracts (.importlinter)"
 	@echo "make bench        benchmarks: figures printed and written as JSON to bench/results/"
 	@echo "make example-repo commit config-repo-example/ into $(EXAMPLE_GIT)"
 
@@ -57,14 +57,18 @@ test-tools:
 test: $(STAMP) test-tools
 	$(BIN)/pytest
 
+# Types, style, and the layers of server/ (.importlinter; scripts/check_import_order.py
+# for the one rule import-linter cannot see).
 lint: $(STAMP)
 	$(BIN)/mypy
-	$(BIN)/ruff check server tests bench
-	$(BIN)/ruff format --check server tests bench
+	$(BIN)/ruff check server tests bench scripts
+	$(BIN)/ruff format --check server tests bench scripts
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python scripts/check_import_order.py
 
 fmt: $(STAMP)
-	$(BIN)/ruff format server tests bench
-	$(BIN)/ruff check --fix server tests bench
+	$(BIN)/ruff format server tests bench scripts
+	$(BIN)/ruff check --fix server tests bench scripts
 
 # wrk (Debian's package) is the load generator; without root or apt, the benchmarks fall
 # back to an aiohttp client load generator in a separate process.

@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.common import GIT_ENV, ROOT, git
 
-FIELDS_TSV = ROOT / "server" / "data" / "lmcache-0.5.6-fields.tsv"
+FIELDS_TSV = ROOT / "server" / "config" / "data" / "lmcache-0.5.6-fields.tsv"
 APP_WITHOUT_RULES = "plain-app"
 APP_WITH_RULES = "rules-app"
 

@@ -20,8 +20,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import SettingsError
-from .yaml_source import YamlFile
+from .base.errors import SettingsError
+from .base.yaml_source import YamlFile
+from .config.names import subdir_problem
 
 ENV_PREFIX = "LMCACHE_CONFIG_SERVER_"
 MAX_WORKERS = 64
@@ -240,15 +241,6 @@ class Settings:
         metavar="SECONDS",
     )
 
-    @property
-    def mirror_dir(self) -> Path:
-        return Path(self.data_dir) / "mirror.git"
-
-    @property
-    def metrics_dir(self) -> Path:
-        """Where the processes of --workers N keep their request metrics."""
-        return Path(self.data_dir) / "metrics"
-
 
 SETTING_FIELDS: tuple[dataclasses.Field[Any], ...] = dataclasses.fields(Settings)
 
@@ -431,8 +423,8 @@ def check_settings(settings: Settings) -> None:
             raise SettingsError(f"{flag_name(name)} must be at least 1")
     if settings.log_level.lower() not in {"debug", "info", "warning", "error"}:
         raise SettingsError("--log-level must be one of debug, info, warning, error")
-    if settings.path.startswith("/") or ".." in Path(settings.path).parts:
-        raise SettingsError("--path must be a relative subdirectory inside the repository")
+    if (problem := subdir_problem(settings.path)) is not None:
+        raise SettingsError(problem)
     if settings.log_format not in {"text", "json"}:
         raise SettingsError("--log-format must be text or json")
     if settings.stale_after <= 0:
@@ -454,17 +446,6 @@ def _default_text(field: dataclasses.Field[Any]) -> str:
     if isinstance(field.default, tuple):
         return ",".join(field.default)
     return str(field.default)
-
-
-def read_secret_file(path: str, flag: str) -> str:
-    """The content of a file holding one secret (trailing whitespace dropped); never empty."""
-    try:
-        secret = Path(path).read_text("utf-8").strip()
-    except OSError as exc:
-        raise SettingsError(f"cannot read {flag} {path}: {exc.strerror}") from None
-    if not secret:
-        raise SettingsError(f"{flag} {path} is empty")
-    return secret
 
 
 def settings_table_markdown() -> str:

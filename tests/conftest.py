@@ -12,9 +12,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from server.app import create_app
-from server.appkeys import SNAPSHOTS, SYNCER
+from server.run.app import create_app
 from server.settings import Settings
+from server.web.keys import SNAPSHOTS, SYNC
 from tests.gitdaemon import GitDaemon
 from tests.gitrepo import ConfigRepo
 
@@ -99,7 +99,7 @@ class RunningServer:
 
     @property
     def syncer(self) -> Any:
-        return self.app[SYNCER]
+        return self.app[SYNC]
 
     @property
     def served_sha(self) -> str | None:
@@ -137,7 +137,7 @@ async def start_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
         client = TestClient(test_server)
         await client.start_server()
         clients.append(client)
-        await asyncio.wait_for(app[SYNCER].first_attempt_done.wait(), timeout=30)
+        await asyncio.wait_for(app[SYNC].first_attempt_done.wait(), timeout=30)
         return RunningServer(app, client)
 
     yield start

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from server.lmcache_schema import load_schema
-from server.repo_format import load_config_set
+from server.config.loader import load_config_set
+from server.config.schema import load_schema
+from server.sync.state import SyncTrigger
 from tests.conftest import ServerFactory, values
 from tests.gitrepo import ConfigRepo
 
@@ -93,16 +94,16 @@ async def test_secrets_resolved_only_in_answers(
 
     # A rotated secret is picked up by the next sync, with no new commit.
     (secrets_dir / "cache-password").write_text("rotated-password\n")
-    record = await server.syncer.sync("manual")
+    record = await server.syncer.sync(SyncTrigger.MANUAL)
     assert (record.result, record.new_commit) == ("updated", repo.head())
     assert values((await server.config("a"))[1])["remote_url"] == (
         "lm://cache:rotated-password@cache.internal:65432"
     )
-    assert (await server.syncer.sync("manual")).result == "unchanged"
+    assert (await server.syncer.sync(SyncTrigger.MANUAL)).result == "unchanged"
 
     # A reference to a secret the server does not have rejects the commit.
     repo.commit_files({"apps/a.yaml": 'overrides:\n  remote_url: "${secret:missing}"\n'}, "typo")
-    assert (await server.syncer.sync("manual")).result == "rejected"
+    assert (await server.syncer.sync(SyncTrigger.MANUAL)).result == "rejected"
     errors = (await server.status())["last_rejected"]["errors"]
     assert errors == [
         f"apps/a.yaml:2:1: error: secret 'missing' is not defined on this server "

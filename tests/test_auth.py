@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from server.app import create_app
-from server.auth import hash_token
-from server.errors import SettingsError
+from server.base.errors import SettingsError
+from server.run.app import create_app
+from server.web.auth import hash_token
 from tests.conftest import ServerFactory, make_settings
 from tests.gitrepo import ConfigRepo
 from tests.test_lmcache_client import FINITE, run_worker

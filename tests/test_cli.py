@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import build_parser
-from server.errors import SettingsError
+from server.base.errors import SettingsError
+from server.cli.main import build_parser
 from server.settings import (
     SETTING_FIELDS,
     env_var_name,

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from server.auth import hash_token
+from server.sync.state import SyncTrigger
+from server.web.auth import hash_token
 from tests.conftest import RunningServer, ServerFactory
 from tests.gitrepo import ConfigRepo
 
@@ -97,13 +98,13 @@ async def test_overview_after_a_commit_and_a_rejected_commit(
     await page.screenshot(path=ARTIFACTS / "dashboard-overview.png", full_page=True)
 
     changed = repo.commit_files({"apps/other-app.yaml": "defaults: {chunk_size: 64}\n"}, "smaller")
-    await server.syncer.sync("manual")
+    await server.syncer.sync(SyncTrigger.MANUAL)
     await page.reload()
     assert changed[:12] in await page.inner_text("#served")
     assert "updated" in await page.inner_text("#recent-syncs")
 
     bad = repo.commit_files({"apps/other-app.yaml": "defaults: {chunk_sise: 64}\n"}, "typo")
-    await server.syncer.sync("manual")
+    await server.syncer.sync(SyncTrigger.MANUAL)
     await page.reload()
     assert changed[:12] in await page.inner_text("#served")  # still the good one
     rejected = await page.inner_text("#rejected")
@@ -225,7 +226,7 @@ async def test_fleet_page_highlights_workers_behind(
         }
         assert (await server.config("test-app", body))[0] == 200
     new = repo.commit_files({"apps/other-app.yaml": "defaults: {chunk_size: 16}\n"}, "new commit")
-    await server.syncer.sync("manual")
+    await server.syncer.sync(SyncTrigger.MANUAL)
     body = {
         "current_config": {"lmcache_instance_id": "worker-new"},
         "env_variables": {"HOSTNAME": "gpu-node-9"},

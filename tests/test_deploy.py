@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from server.cli import build_parser
+from server.cli.main import build_parser
 from server.settings import (
     SETTING_FIELDS,
     Settings,

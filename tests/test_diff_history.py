@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from server.sync.state import SyncTrigger
 from tests.clirun import call, spawn
 from tests.conftest import ServerFactory
 from tests.gitrepo import ConfigRepo
@@ -239,7 +240,7 @@ async def test_history_endpoint(history: History, start_server: ServerFactory) -
 
     # A new commit is in the history once it is served.
     newest = repo.commit_files({"apps/prod.yaml": PROD_APP.replace("cache", "cache2")}, "move")
-    await server.syncer.sync("manual")
+    await server.syncer.sync(SyncTrigger.MANUAL)
     _, body = await history_shas(server, "prod", limit="1")
     assert [c["sha"] for c in body["commits"]] == [newest]
 

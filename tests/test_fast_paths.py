@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 from git import Repo
 
-from server.appkeys import SNAPSHOTS
-from server.commit_files import BlobStore, MirrorCommitSource
-from server.config_source import CommitSource
-from server.repo_format import SourceProblem
+from server.base.errors import SourceProblem
+from server.git.commits import CommitSource
+from server.git.tree_reader import BlobStore, MirrorCommitSource
+from server.sync.state import SyncTrigger
+from server.web.keys import SNAPSHOTS
 from tests.conftest import RunningServer, ServerFactory
 from tests.gitrepo import ConfigRepo
 
@@ -166,7 +167,7 @@ async def test_incremental_builds_answer_exactly_like_cold_builds(
         if running is None:
             running = await start_server(repo.path)
         else:
-            record = await running.syncer.sync("poll")
+            record = await running.syncer.sync(SyncTrigger.POLL)
             assert record.result == ("updated" if good else "rejected"), name
         if not good:
             assert running.served_sha != sha

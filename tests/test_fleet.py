@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from server.auth import hash_token
+from server.sync.state import SyncTrigger
+from server.web.auth import hash_token
 from tests.conftest import BASIC_APP, RunningServer, ServerFactory
 from tests.gitrepo import ConfigRepo
 
@@ -42,7 +43,7 @@ async def test_fleet_shows_who_holds_which_commit(
     second = config_repo.commit_files(
         {"apps/test-app.yaml": BASIC_APP.replace("512", "1024")}, "bigger"
     )
-    await server.syncer.sync("manual")
+    await server.syncer.sync(SyncTrigger.MANUAL)
     await server.config("test-app", worker("w1", HOSTNAME="node-a", POD_NAME="pod-1"))
 
     status, report = await fleet(server)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from server.lmcache_schema import load_schema
-from server.repo_format import ConfigSet, load_config_set
-from server.snapshot import CommitInfo, Snapshot
+from server.config.loader import load_config_set
+from server.config.model import ConfigSet
+from server.config.schema import load_schema
+from server.config.snapshot import CommitInfo, Snapshot
 from tests.clirun import call
 from tests.conftest import ServerFactory
 from tests.gitrepo import ConfigRepo
@@ -183,7 +184,7 @@ def test_symlinked_fragment_is_refused_in_commits_and_on_disk(
 
 
 def test_fragments_count_against_the_repo_limits() -> None:
-    from server.repo_format import RepoLimits
+    from server.config.loader import RepoLimits
 
     files = {
         "apps/a.yaml": b"include: [profiles/big.yaml, profiles/small.yaml]\n",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from server.git_credentials import GitCredentials, ssh_command
+from server.git.credentials import GitCredentials, ssh_command
 from tests.conftest import ServerFactory
 from tests.githttp import GitHttpServer
 from tests.gitrepo import ConfigRepo

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from server.freshness import freshness
-from server.sync import SyncRecord, SyncState
+from server.sync.freshness import freshness
+from server.sync.state import SyncRecord, SyncState, SyncTrigger
 from tests.conftest import ServerFactory
 from tests.gitdaemon import GitDaemon
 from tests.gitrepo import ConfigRepo
@@ -23,10 +23,10 @@ async def test_stale_when_the_remote_stays_down(
     server = await start_server(git_daemon.url("upstream"), stale_after=STALE_AFTER)
 
     git_daemon.stop()
-    assert (await server.syncer.sync("poll")).result == "failed"
+    assert (await server.syncer.sync(SyncTrigger.POLL)).result == "failed"
     # Let the last success age past the threshold while every fetch keeps failing.
     await asyncio.sleep(STALE_AFTER + 0.2)
-    assert (await server.syncer.sync("poll")).result == "failed"
+    assert (await server.syncer.sync(SyncTrigger.POLL)).result == "failed"
 
     status = await server.status()
     assert status["stale"] is True
@@ -49,7 +49,7 @@ async def test_stale_when_the_remote_stays_down(
 
     # The remote comes back: one good fetch and the config is fresh again.
     git_daemon.start()
-    assert (await server.syncer.sync("poll")).result == "unchanged"
+    assert (await server.syncer.sync(SyncTrigger.POLL)).result == "unchanged"
     status = await server.status()
     assert (status["stale"], status["stale_reason"], status["consecutive_failures"]) == (
         False,

@@ -9,14 +9,15 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.errors import MalformedBody
-from server.lmcache_schema import load_schema
-from server.repo_format import load_config_set
-from server.request_body import parse_body, parse_body_fully
-from tests.conftest import ServerFactory, make_settings
+from server.base.errors import MalformedBody
+from server.config.loader import load_config_set
+from server.config.schema import load_schema
+from server.sync.state import SyncTrigger
+from server.web.request_body import BodyLimits, parse_body, parse_body_fully
+from tests.conftest import ServerFactory
 from tests.gitrepo import ConfigRepo
 
-SETTINGS = make_settings("unused", Path("/nonexistent"))
+BODY_LIMITS = BodyLimits()
 SCHEMA = load_schema()
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -61,19 +62,19 @@ async def test_repo_limits(tmp_path: Path, start_server: ServerFactory) -> None:
     good = repo.head()
 
     repo.commit_files({"apps/big.yaml": "# padding\n" * 50 + "overrides: {chunk_size: 2}\n"})
-    await server.syncer.sync("manual")
+    await server.syncer.sync(SyncTrigger.MANUAL)
     errors = (await server.status())["last_rejected"]["errors"]
     assert errors == ["apps/big.yaml:1:1: error: file is 527 bytes; the limit is 200"]
     repo.remove("apps/big.yaml")
     repo.commit_files({f"apps/app{i}.yaml": "defaults: {}\n" for i in range(4)})
-    await server.syncer.sync("manual")
+    await server.syncer.sync(SyncTrigger.MANUAL)
     errors = (await server.status())["last_rejected"]["errors"]
     assert errors == [".:1:1: error: 5 config files; the limit is 3"]
     assert server.served_sha == good
 
 
 def test_repo_total_size_limit() -> None:
-    from server.repo_format import RepoLimits
+    from server.config.loader import RepoLimits
 
     files = {f"apps/a{i}.yaml": b"defaults: {}\n" for i in range(10)}
     config_set, issues = load_config_set(files, SCHEMA, limits=RepoLimits(max_total_bytes=100))
@@ -85,7 +86,7 @@ def test_repo_total_size_limit() -> None:
 
 def _outcome(raw: bytes, *, need_config: bool) -> tuple[object, ...]:
     try:
-        body = parse_body(raw, SETTINGS, need_config=need_config)
+        body = parse_body(raw, BODY_LIMITS, need_config=need_config)
     except MalformedBody as refusal:
         assert refusal.status == 400
         assert refusal.message
@@ -102,7 +103,7 @@ def _parse_or_refuse(raw: bytes) -> None:
     full = _outcome(raw, need_config=True)
     assert repr(_outcome(raw, need_config=False)) == repr(full), raw
     try:
-        reference = parse_body_fully(raw, SETTINGS)
+        reference = parse_body_fully(raw, BODY_LIMITS)
     except MalformedBody:
         assert full == ("refused",)
     else:

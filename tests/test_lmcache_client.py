@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from server.sync.state import SyncTrigger
 from tests.conftest import ServerFactory
 from tests.gitrepo import ConfigRepo
 
@@ -164,7 +165,7 @@ async def test_worker_gets_new_commit_after_change(
 ) -> None:
     server = await start_server(config_repo.path)
     config_repo.commit_files({"apps/test-app.yaml": "overrides: {chunk_size: 2048}\n"})
-    await server.syncer.sync("manual")
+    await server.syncer.sync(SyncTrigger.MANUAL)
     result = await run_worker(tmp_path, server.url, {**FINITE, "app_id": "test-app"})
     assert result["config"]["chunk_size"] == 2048
 

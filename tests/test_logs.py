@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from server.logs import request_id_from
+from server.base.logs import request_id_from
 from tests.conftest import ServerFactory
 from tests.gitdaemon import free_port
 from tests.gitrepo import ConfigRepo

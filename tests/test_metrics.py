@@ -7,6 +7,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from server.sync.state import SyncTrigger
 from tests.conftest import BASIC_APP, RunningServer, ServerFactory
 from tests.gitrepo import ConfigRepo
 
@@ -87,10 +88,10 @@ async def test_request_and_sync_metrics(
         },
         "bigger chunks",
     )
-    assert (await server.syncer.sync("manual")).result == "updated"
+    assert (await server.syncer.sync(SyncTrigger.MANUAL)).result == "updated"
     config_repo.commit_files({"global.yaml": "defaults: {chunk_sise: 1}\n"}, "typo")
-    assert (await server.syncer.sync("manual")).result == "rejected"
-    assert (await server.syncer.sync("poll")).result == "rejected"
+    assert (await server.syncer.sync(SyncTrigger.MANUAL)).result == "rejected"
+    assert (await server.syncer.sync(SyncTrigger.POLL)).result == "rejected"
     assert (await server.config("test-app", worker("w1")))[0] == 200
     assert (await server.config("new-app", worker("n1")))[0] == 200
 

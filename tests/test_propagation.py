@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from server.sync_api import _is_loopback
+from server.sync.state import SyncTrigger
+from server.web.authorize import is_loopback
 from tests.conftest import BASIC_APP, BASIC_GLOBAL, RunningServer, ServerFactory
 from tests.gitdaemon import GitDaemon
 from tests.gitrepo import ConfigRepo
@@ -110,7 +111,7 @@ async def test_push_webhook_outage_backoff_and_catch_up(
     upstream.author.git("remote", "set-url", "origin", str(upstream.bare))
     missed = upstream.change(2048, "while the git server is down")
     for _ in range(2):
-        await server.syncer.refresh("manual")
+        await server.syncer.refresh(SyncTrigger.MANUAL)
     status, answer = await server.config()
     assert (status, answer["version"]) == (200, pushed)
     report = await server.status()
@@ -180,7 +181,7 @@ async def test_webhook_signatures_and_refs(tmp_path: Path, start_server: ServerF
     # GitHub's ping
     ping = b'{"zen": "hi"}'
     assert (await post("/webhook/github", ping, github_headers(ping, event="ping")))[1]["pong"]
-    await server.syncer.refresh("manual")
+    await server.syncer.refresh(SyncTrigger.MANUAL)
     assert syncs_by(await server.status(), "webhook") == []
 
     # a valid push: 202 at once, and a sync
@@ -240,7 +241,7 @@ async def test_admin_refresh_answers_with_served_commit(
     assert answer["served"] == pushed
     assert answer["sync"]["trigger"] == "manual"
     assert answer["sync"]["result"] == "updated"
-    assert [_is_loopback(a) for a in ("127.0.0.1", "::1", "10.0.0.1", None)] == [
+    assert [is_loopback(a) for a in ("127.0.0.1", "::1", "10.0.0.1", None)] == [
         True,
         True,
         False,
@@ -253,8 +254,8 @@ async def test_bursts_coalesce(tmp_path: Path, start_server: ServerFactory) -> N
     server = await start_server(upstream.bare)
     before = len(server.syncer.state.recent)
     for _ in range(50):
-        server.syncer.request_sync("webhook")
-    await server.syncer.refresh("manual")
+        server.syncer.request_sync(SyncTrigger.WEBHOOK)
+    await server.syncer.refresh(SyncTrigger.MANUAL)
     ran = len(server.syncer.state.recent) - before
     assert 1 <= ran <= 2
     assert server.syncer.state.coalesced >= 49
@@ -268,7 +269,7 @@ async def test_force_push_is_followed(tmp_path: Path, start_server: ServerFactor
     upstream.author.git("reset", "--quiet", "--hard", "HEAD~1")
     upstream.author.commit_files({"apps/test-app.yaml": "overrides: {chunk_size: 64}\n"}, "rewrite")
     rewritten = upstream.push("--force")
-    await server.syncer.refresh("manual")
+    await server.syncer.refresh(SyncTrigger.MANUAL)
     assert server.served_sha == rewritten
     assert (await server.config())[1]["configs"][0]["value"] == 64
 
@@ -279,7 +280,7 @@ async def test_deleted_branch_keeps_last_good(tmp_path: Path, start_server: Serv
     server = await start_server(upstream.bare, ref="release")
     served = server.served_sha
     upstream.author.git("push", "--quiet", "origin", "--delete", "release")
-    record = await server.syncer.refresh("manual")
+    record = await server.syncer.refresh(SyncTrigger.MANUAL)
     assert record.result == "failed"
     assert "ref 'release' not found" in (record.error or "")
     status, answer = await server.config()
@@ -298,13 +299,13 @@ async def test_tag_and_sha_pins(tmp_path: Path, start_server: ServerFactory) -> 
     # Moving the tag moves the server.
     upstream.author.git("tag", "--force", "v1", newer)
     upstream.author.git("push", "--quiet", "--force", "origin", "v1")
-    await by_tag.syncer.refresh("manual")
+    await by_tag.syncer.refresh(SyncTrigger.MANUAL)
     assert by_tag.served_sha == newer
 
     by_sha = await start_server(upstream.bare, ref=tagged)
     assert by_sha.served_sha == tagged
     upstream.change(256)
-    await by_sha.syncer.refresh("manual")
+    await by_sha.syncer.refresh(SyncTrigger.MANUAL)
     assert by_sha.served_sha == tagged
     await wait_until(lambda: by_sha.syncer.state.last_sync is not None, "a sync")
     assert (await by_sha.status())["next_poll_at"] is None  # a pinned commit is never polled
@@ -319,7 +320,7 @@ async def test_restart_after_rejected_commit_serves_last_good(
     server = await start_server(upstream.bare, data_dir=data_dir)
     upstream.author.commit_files({"apps/test-app.yaml": "overrides: {chunk_sise: 1}\n"}, "typo")
     bad = upstream.push()
-    assert (await server.syncer.refresh("manual")).result == "rejected"
+    assert (await server.syncer.refresh(SyncTrigger.MANUAL)).result == "rejected"
     await server.client.close()
 
     restarted = await start_server(upstream.bare, data_dir=data_dir)
@@ -384,7 +385,7 @@ async def test_damaged_mirror_is_recloned_never_served_wrong(
     assert (await down.config())[0] == 503
     assert (await down.status())["last_sync"]["result"] == "failed"
     away.rename(upstream.bare)
-    await down.syncer.refresh("manual")
+    await down.syncer.refresh(SyncTrigger.MANUAL)
     assert down.served_sha == good
 
 

@@ -7,9 +7,10 @@ import hmac
 import json
 from pathlib import Path
 
-from server.git_mirror import GitMirror
-from server.lmcache_schema import load_schema
-from server.repo_format import RepoLimits
+from server.config.loader import RepoLimits
+from server.config.schema import load_schema
+from server.git.mirror import GitMirror, MirrorReader
+from server.sync.state import SyncTrigger
 from tests.conftest import ServerFactory, values
 from tests.gitrepo import ConfigRepo
 
@@ -22,12 +23,12 @@ async def test_deeply_nested_yaml_is_rejected_and_syncing_goes_on(
     config_repo.commit_files(
         {"apps/b.yaml": "overrides:\n  extra_config: " + "[" * 5000 + "]" * 5000 + "\n"}
     )
-    assert (await server.syncer.refresh("manual")).result == "rejected"
+    assert (await server.syncer.refresh(SyncTrigger.MANUAL)).result == "rejected"
     errors = (await server.status())["last_rejected"]["errors"]
     assert errors[0].startswith("apps/b.yaml:")
     assert server.served_sha == good
     fixed = config_repo.commit_files({"apps/b.yaml": "overrides: {chunk_size: 3}\n"}, "fix")
-    assert (await server.syncer.refresh("manual")).result == "updated"
+    assert (await server.syncer.refresh(SyncTrigger.MANUAL)).result == "updated"
     assert server.served_sha == fixed
     assert (await server.status())["sync_task_error"] is None
 
@@ -42,7 +43,7 @@ async def test_unreadable_secret_is_a_rejection_not_a_crash(
     repo.commit_files({"apps/a.yaml": 'overrides:\n  remote_url: "lm://u:${secret:pw}@h:1"\n'})
     server = await start_server(repo.path, secrets_dir=str(secrets))
     (secrets / "pw").write_bytes(b"\xc3rotated-binary")
-    record = await server.syncer.refresh("manual")
+    record = await server.syncer.refresh(SyncTrigger.MANUAL)
     assert record.result == "rejected"
     status = await server.status()
     assert status["sync_task_error"] is None
@@ -50,7 +51,7 @@ async def test_unreadable_secret_is_a_rejection_not_a_crash(
     assert "rotated-binary" not in json.dumps(status)
     assert values((await server.config("a"))[1])["remote_url"] == "lm://u:good@h:1"
     (secrets / "pw").write_text("rotated")
-    assert (await server.syncer.refresh("manual")).result == "updated"
+    assert (await server.syncer.refresh(SyncTrigger.MANUAL)).result == "updated"
     assert values((await server.config("a"))[1])["remote_url"] == "lm://u:rotated@h:1"
 
 
@@ -64,7 +65,7 @@ async def test_commit_rejected_for_a_missing_secret_serves_once_it_exists(
     server = await start_server(repo.path, secrets_dir=str(secrets))
     assert server.served_sha is None
     (secrets / "pw").write_text("lm://cache:1")
-    assert (await server.syncer.refresh("manual")).result == "updated"
+    assert (await server.syncer.refresh(SyncTrigger.MANUAL)).result == "updated"
     assert values((await server.config("a"))[1])["remote_url"] == "lm://cache:1"
 
 
@@ -91,17 +92,20 @@ def test_blobs_over_the_limits_are_never_read(tmp_path: Path) -> None:
     repo = ConfigRepo(tmp_path / "repo")
     repo.commit_files({"apps/small.yaml": "defaults: {}\n", "apps/big.yaml": "# x\n" * 5000})
     big = repo.git("rev-parse", "HEAD:apps/big.yaml")
-    mirror = GitMirror(remote=str(repo.path), data_dir=tmp_path / "data", ref="main", timeout=30)
+    mirror = GitMirror(
+        remote=str(repo.path), path=tmp_path / "data" / "mirror.git", ref="main", timeout=30
+    )
     mirror.ensure()
     mirror.fetch()
-    _, config_set, issues = mirror.load_commit(
+    reader = MirrorReader(mirror)
+    _, config_set, issues = reader.load_commit(
         mirror.resolve(), "", load_schema(), RepoLimits(max_file_bytes=1000)
     )
     assert config_set is None
     assert [str(i) for i in issues] == [
         "apps/big.yaml:1:1: error: file is 20000 bytes; the limit is 1000"
     ]
-    assert big not in mirror.blobs._kept  # refused by its size in the tree, never read
+    assert big not in reader._blobs._kept  # refused by its size in the tree, never read
 
 
 async def test_lone_surrogates_cannot_break_the_dashboard(
@@ -132,7 +136,7 @@ async def test_webhook_with_a_non_string_ref_is_ignored(
 
 
 def test_history_memo_is_bounded_by_fingerprints() -> None:
-    from server.config_history import FingerprintMemo
+    from server.git.history import FingerprintMemo
 
     memo = FingerprintMemo(max_trees=100, max_fingerprints=25)
     for tree in range(10):

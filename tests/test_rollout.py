@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from server.lmcache_schema import load_schema
-from server.repo_format import load_config_set
-from server.rollout import bucket
-from server.snapshot import CommitInfo, Snapshot
+from server.config.loader import load_config_set
+from server.config.rollout import bucket
+from server.config.schema import load_schema
+from server.config.snapshot import CommitInfo, Snapshot
 from tests.clirun import call
 from tests.conftest import ServerFactory
 from tests.gitrepo import ConfigRepo

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.redact import redact
+from server.base.redact import redact
 from tests.conftest import ServerFactory
 from tests.gitdaemon import free_port
 from tests.gitrepo import ConfigRepo

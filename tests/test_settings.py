@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import build_parser
-from server.errors import SettingsError
+from server.base.errors import SettingsError
+from server.cli.main import build_parser
 from server.settings import Settings, env_var_name, settings_from
 
 

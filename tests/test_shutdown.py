@@ -9,7 +9,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.git_mirror import DataDirLock
+from server.git.data_dir import DataDirLock
 from tests.gitrepo import ConfigRepo
 from tests.procs import ServerProcess
 
@@ -99,6 +99,6 @@ def test_sigterm_finishes_a_slow_upload_in_flight(config_repo: ConfigRepo, tmp_p
     assert shutting_down < answered < messages.index("sync stopped")
     assert messages[-1] == "stopped cleanly"
     # Background work is gone: the data dir lock is free for the next server.
-    lock = DataDirLock(server.data_dir)
+    lock = DataDirLock(server.data_dir / "lock")
     lock.acquire()
     lock.release()

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
-from server.app import create_app
-from server.errors import SettingsError
+from server.base.errors import SettingsError
+from server.run.app import create_app
 from server.settings import check_settings
+from server.sync.state import SyncTrigger
 from tests.conftest import ServerFactory, make_settings
 from tests.gitrepo import ConfigRepo
 
@@ -103,7 +104,7 @@ async def test_gpg_signed_unsigned_and_untrusted(
     assert server.served_sha == good
 
     unsigned = repo.commit_files({"apps/a.yaml": "overrides: {chunk_size: 2}\n"}, "unsigned")
-    assert (await server.syncer.sync("manual")).result == "rejected"
+    assert (await server.syncer.sync(SyncTrigger.MANUAL)).result == "rejected"
     report = (await server.status())["last_rejected"]
     assert report["commit"]["sha"] == unsigned
     assert report["errors"] == [
@@ -111,14 +112,14 @@ async def test_gpg_signed_unsigned_and_untrusted(
     ]
 
     wrong = gpg_commit(repo, stranger, {"apps/a.yaml": "overrides: {chunk_size: 3}\n"}, "stranger")
-    assert (await server.syncer.sync("manual")).result == "rejected"
+    assert (await server.syncer.sync(SyncTrigger.MANUAL)).result == "rejected"
     report = (await server.status())["last_rejected"]
     assert report["commit"]["sha"] == wrong
     assert "is not signed by a trusted key" in report["errors"][0]
     assert server.served_sha == good
 
     fixed = gpg_commit(repo, trusted, {"apps/a.yaml": "overrides: {chunk_size: 4}\n"}, "fix")
-    assert (await server.syncer.sync("manual")).result == "updated"
+    assert (await server.syncer.sync(SyncTrigger.MANUAL)).result == "updated"
     assert server.served_sha == fixed
 
 
@@ -155,12 +156,12 @@ async def test_ssh_signed_and_unsigned(tmp_path: Path, start_server: ServerFacto
     )
     assert server.served_sha == good
     ssh_commit(keys["stranger"], 2)
-    assert (await server.syncer.sync("manual")).result == "rejected"
+    assert (await server.syncer.sync(SyncTrigger.MANUAL)).result == "rejected"
     assert "not signed by a trusted key" in (await server.status())["last_rejected"]["errors"][0]
     repo.commit_files({"apps/a.yaml": "overrides: {chunk_size: 3}\n"}, "unsigned")
-    assert (await server.syncer.sync("manual")).result == "rejected"
+    assert (await server.syncer.sync(SyncTrigger.MANUAL)).result == "rejected"
     latest = ssh_commit(keys["trusted"], 4)
-    assert (await server.syncer.sync("manual")).result == "updated"
+    assert (await server.syncer.sync(SyncTrigger.MANUAL)).result == "updated"
     assert server.served_sha == latest
 
 

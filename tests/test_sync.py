@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from server.sync.state import SyncTrigger
 from tests.conftest import BASIC_APP, ServerFactory, values
 from tests.gitdaemon import GitDaemon, SilentRemote
 from tests.gitrepo import ConfigRepo
@@ -21,20 +22,20 @@ async def test_change_then_revert(config_repo: ConfigRepo, start_server: ServerF
     change = config_repo.commit_files(
         {"apps/test-app.yaml": BASIC_APP.replace("chunk_size: 512", "chunk_size: 1024")}, "bigger"
     )
-    record = await server.syncer.sync("manual")
+    record = await server.syncer.sync(SyncTrigger.MANUAL)
     assert (record.result, record.old_commit, record.new_commit) == ("updated", first, change)
     _, answer = await server.config()
     assert answer["version"] == change
     assert values(answer)["chunk_size"] == 1024
 
     revert = config_repo.revert(change)
-    await server.syncer.sync("manual")
+    await server.syncer.sync(SyncTrigger.MANUAL)
     _, answer = await server.config()
     assert answer["version"] == revert != first
     assert values(answer)["chunk_size"] == 512
 
     # Nothing new: the sync says so and the snapshot stays.
-    assert (await server.syncer.sync("manual")).result == "unchanged"
+    assert (await server.syncer.sync(SyncTrigger.MANUAL)).result == "unchanged"
 
 
 BAD_COMMITS = {
@@ -63,7 +64,7 @@ async def test_bad_commit_is_rejected_and_old_snapshot_serves(
     _, before = await server.config()
 
     bad = config_repo.commit_files(files, f"bad: {kind}")
-    record = await server.syncer.sync("manual")
+    record = await server.syncer.sync(SyncTrigger.MANUAL)
     assert record.result == "rejected"
     assert record.new_commit == good
 
@@ -77,9 +78,9 @@ async def test_bad_commit_is_rejected_and_old_snapshot_serves(
     assert (await server.status())["served"]["sha"] == good
 
     # The same bad commit is not rebuilt on every poll; a fix is picked up.
-    assert (await server.syncer.sync("poll")).result == "rejected"
+    assert (await server.syncer.sync(SyncTrigger.POLL)).result == "rejected"
     config_repo.revert(bad)
-    assert (await server.syncer.sync("poll")).result == "updated"
+    assert (await server.syncer.sync(SyncTrigger.POLL)).result == "updated"
 
 
 async def test_all_errors_of_a_commit_are_reported(
@@ -92,7 +93,7 @@ async def test_all_errors_of_a_commit_are_reported(
             "apps/test-app.yaml": "overrides:\n  local_cpu: 'no'\n  remote_url: 5\n",
         }
     )
-    await server.syncer.sync("manual")
+    await server.syncer.sync(SyncTrigger.MANUAL)
     errors = (await server.status())["last_rejected"]["errors"]
     assert [error.split(": error")[0] for error in errors] == [
         "apps/test-app.yaml:2:14",
@@ -112,7 +113,7 @@ async def test_first_commit_bad_means_not_ready(
     assert answer["error"]["code"] == "not_ready"
     assert (await server.client.get("/readyz")).status == 503
     repo.commit_files({"global.yaml": "defaults: {chunk_size: 8}\n"})
-    await server.syncer.sync("manual")
+    await server.syncer.sync(SyncTrigger.MANUAL)
     assert (await server.config())[0] == 200
 
 
@@ -124,7 +125,7 @@ async def test_path_option_serves_a_subdirectory(
     server = await start_server(repo.path, path="lmcache")
     assert values((await server.config("a"))[1]) == {"chunk_size": 64}
     repo.commit_files({"lmcache/apps/a.yaml": "overrides: {chunk_sise: 64}\n"})
-    await server.syncer.sync("manual")
+    await server.syncer.sync(SyncTrigger.MANUAL)
     errors = (await server.status())["last_rejected"]["errors"]
     assert errors[0].startswith("lmcache/apps/a.yaml:1:13: error: unknown LMCache config key")
 
@@ -148,7 +149,7 @@ async def test_remote_down_never_reaches_workers_and_restart_serves_from_mirror(
 
     git_daemon.stop()
     second = repo.commit_files({"apps/test-app.yaml": "overrides: {chunk_size: 32}\n"})
-    record = await server.syncer.sync("poll")
+    record = await server.syncer.sync(SyncTrigger.POLL)
     assert record.result == "failed"
     assert "git://127.0.0.1" in (record.error or "")
     status, answer = await server.config()
@@ -167,7 +168,7 @@ async def test_remote_down_never_reaches_workers_and_restart_serves_from_mirror(
 
     # The remote comes back: the next sync catches up.
     git_daemon.start()
-    assert (await restarted.syncer.sync("poll")).result == "updated"
+    assert (await restarted.syncer.sync(SyncTrigger.POLL)).result == "updated"
     _, answer = await restarted.config()
     assert (answer["version"], values(answer)["chunk_size"]) == (second, 32)
 
@@ -191,7 +192,7 @@ async def test_hung_remote_does_not_delay_answers(
         )
         hung = await start_server(silent.url("x"), data_dir=data_dir, git_timeout=3.0)
         assert hung.served_sha == good  # restored from the mirror at once
-        fetch = asyncio.create_task(hung.syncer.sync("manual"))
+        fetch = asyncio.create_task(hung.syncer.sync(SyncTrigger.MANUAL))
         await asyncio.sleep(0.3)
         for _ in range(20):
             status, answer = await hung.config()

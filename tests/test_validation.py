@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from server.lmcache_schema import bundled_schema, load_schema
-from server.repo_format import load_config_set
+from server.config.loader import load_config_set
+from server.config.schema import bundled_schema, load_schema
 
 SCHEMA = load_schema()
 

@@ -1,0 +1,143 @@
+"""The server's one exception tree: every exception the server raises on purpose.
+
+Request errors carry the HTTP status and the stable machine code that one
+middleware (``web.middleware``) turns into a JSON error; the rest are
+internal: they never reach a client as such, and the docstring of each says
+what becomes of it::
+
+    ConfigServerError (500, internal)
+    ├── RequestError (400, bad_request)      the request is at fault: 4xx, JSON
+    │   ├── MalformedBody (400, malformed_body)
+    │   ├── InvalidAppId (400, invalid_app_id)
+    │   ├── InvalidParameter (400, invalid_parameter)
+    │   ├── BodyTooLarge (413, body_too_large)
+    │   ├── Unauthorized (401, unauthorized)
+    │   ├── Forbidden (403, forbidden)
+    │   │   ├── AccessDenied (403, access_denied)
+    │   │   └── WebhookDisabled (403, webhook_disabled)
+    │   └── UnknownApp (404, unknown_app)
+    ├── NotReady (503, not_ready)            nothing to answer from yet, or sync is down
+    ├── GitError (500, git_error)            clone/fetch/read failed; URLs redacted
+    │   └── MirrorDamaged                    the mirror lacks objects: clone again
+    │       └── TreeUnreadable               git could not list a tree or hand over a blob
+    ├── SettingsError (startup: exit 2)      bad flags, environment or files
+    └── ContentProblem                       becomes a ConfigIssue of a rejected commit
+        ├── SourceProblem                    a file a source cannot hand over
+        ├── ValueProblem                     a value a field cannot take
+        └── SecretUnreadable                 a secret file that cannot be read as text
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ConfigServerError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# -- request errors: answered to the client, 4xx --
+
+
+class RequestError(ConfigServerError):
+    status = 400
+    code = "bad_request"
+
+
+class MalformedBody(RequestError):
+    code = "malformed_body"
+
+
+class InvalidAppId(RequestError):
+    code = "invalid_app_id"
+
+
+class InvalidParameter(RequestError):
+    code = "invalid_parameter"
+
+
+class BodyTooLarge(RequestError):
+    status = 413
+    code = "body_too_large"
+
+
+class Unauthorized(RequestError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(RequestError):
+    status = 403
+    code = "forbidden"
+
+
+class AccessDenied(Forbidden):
+    """A worker that does not meet an app's ``access`` conditions."""
+
+    code = "access_denied"
+
+
+class WebhookDisabled(Forbidden):
+    code = "webhook_disabled"
+
+
+class UnknownApp(RequestError):
+    status = 404
+    code = "unknown_app"
+
+
+# -- the server's own state --
+
+
+class NotReady(ConfigServerError):
+    """No validated commit is served yet, or the sync task is not running (503)."""
+
+    status = 503
+    code = "not_ready"
+
+
+class GitError(ConfigServerError):
+    """A git operation failed; the sync records it and retries with backoff."""
+
+    code = "git_error"
+
+
+class MirrorDamaged(GitError):
+    """Objects the mirror should hold are missing or unreadable (e.g. killed mid-fetch):
+    the sync discards the mirror and clones again."""
+
+
+class TreeUnreadable(MirrorDamaged):
+    """git could not list a tree or hand over a blob of a commit in the mirror."""
+
+
+class SettingsError(ConfigServerError):
+    """Bad flags, environment or files at startup: the command exits with status 2."""
+
+    code = "bad_settings"
+
+
+# -- problems of a commit's content: reported, never raised to a caller --
+
+
+class ContentProblem(ConfigServerError):
+    """A problem of one file or value; the loader turns it into a ConfigIssue."""
+
+    code = "content_problem"
+
+
+class SourceProblem(ContentProblem):
+    """A file that a source cannot hand over: missing, a symbolic link, a directory."""
+
+
+class ValueProblem(ContentProblem):
+    """A value that the field cannot take; the message says why and how to fix it."""
+
+
+class SecretUnreadable(ContentProblem):
+    """A secret file exists but cannot be read as text (its bytes are never quoted)."""

@@ -1,0 +1,106 @@
+"""Command line: ``lmcache-config-server serve|validate|render|diff ...``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from .. import __version__
+from ..base.errors import SettingsError
+from ..base.logs import configure_logging
+from ..base.redact import redact
+from ..git.data_dir import DataDir
+from ..ops.metrics_env import prepare_metrics_dir
+from ..run.tls import tls_context
+from ..settings import ENV_PREFIX, add_setting_arguments, settings_from
+from ..web.auth import hash_token, new_token
+from . import authoring
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lmcache-config-server",
+        description="GitOps config server for LMCache fleets.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="serve /config to LMCache workers from a git repository",
+        description=(
+            "Serve /config to LMCache workers from validated snapshots of a git repository. "
+            f"Every flag can also be set by an environment variable ({ENV_PREFIX}<FLAG>) "
+            "or a key of the --config-file YAML file; a flag wins over its variable, "
+            "a variable over the file."
+        ),
+    )
+    add_setting_arguments(serve)
+    hash_token = commands.add_parser(
+        "hash-token",
+        help="make a new access token (or hash a given one) for the --auth-file",
+        description=(
+            "Print a new random token and the token_sha256 line for the auth file. Give the "
+            "token to the workers (in remote_config_url) or the admin; put only the hash in "
+            "the auth file."
+        ),
+    )
+    hash_token.add_argument("token", nargs="?", help="hash this token instead of a new one")
+    authoring.add_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "hash-token":
+        token = args.token or new_token()
+        if not args.token:
+            print(f"token: {token}")
+        print(f"token_sha256: {hash_token(token)}")
+        return 0
+    if args.command in authoring.COMMANDS:
+        try:
+            return authoring.run(args)
+        except SettingsError as exc:
+            parser.exit(2, f"lmcache-config-server {args.command}: error: {exc.message}\n")
+    try:
+        settings = settings_from(args, os.environ)
+    except SettingsError as exc:
+        parser.exit(2, f"lmcache-config-server: error: {exc.message}\n")
+    try:
+        ssl_context = tls_context(settings.tls_cert, settings.tls_key)
+        # Before prometheus_client is imported (with the app, below): it picks its storage then.
+        prepare_metrics_dir(DataDir(root=Path(settings.data_dir)).metrics, settings.workers)
+    except SettingsError as exc:
+        parser.exit(2, f"lmcache-config-server: error: {exc.message}\n")
+    # Imported here so that validate/render/diff (run on every save) skip aiohttp's import,
+    # and so that prometheus_client is imported only now (``make lint`` checks the order).
+    from ..run.serve import serve  # noqa: PLC0415
+
+    configure_logging(settings.log_level, settings.log_format)
+    log = logging.getLogger("server")
+    log.info(
+        "serving %s (ref %s%s) on %s://%s:%d, data dir %s%s",
+        redact(settings.repo),
+        settings.ref,
+        f", path {settings.path}" if settings.path else "",
+        "https" if ssl_context else "http",
+        settings.host,
+        settings.port,
+        settings.data_dir,
+        f", {settings.workers} worker processes" if settings.workers > 1 else "",
+    )
+    try:
+        asyncio.run(serve(settings, ssl_context))
+    except SettingsError as exc:
+        log.error("%s", exc.message)
+        return 2
+    except OSError as exc:  # e.g. the port is taken
+        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
+        return 1
+    log.info("stopped cleanly")
+    return 0

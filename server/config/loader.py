@@ -1,0 +1,216 @@
+"""A whole config set from a source: the one path every commit takes before it is served.
+
+The server and the authoring commands load through the same
+:func:`load_config_set`, so they agree on every commit. Loading reads within
+:class:`RepoLimits` (sizes are checked before a byte is read), parses each
+file (``parser``), follows ``include`` to the fragments (reporting cycles and
+misses) and returns the config set only when there is not a single issue.
+With a :class:`~server.config.parse_memo.ParseMemo`, files an earlier build
+parsed cleanly are reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from ..base.errors import SourceProblem
+from ..base.issues import ConfigIssue
+from .model import ConfigFile, ConfigSet
+from .names import GLOBAL_FILE, app_file_name
+from .parse_memo import ParseMemo
+from .parser import parse_file
+from .schema import Schema
+from .sources import ConfigSource, DirectorySource, MemorySource
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RepoLimits:
+    """Bounds on what one commit may make the server parse (hostile or runaway repos)."""
+
+    max_file_bytes: int = 1024 * 1024
+    max_files: int = 50_000
+    max_total_bytes: int = 256 * 1024 * 1024
+
+
+class _LimitedReader:
+    """Reads through a source within RepoLimits: sizes are checked before a byte is read."""
+
+    def __init__(self, source: ConfigSource, limits: RepoLimits, display_prefix: str) -> None:
+        self.source = source
+        self.limits = limits
+        self.prefix = display_prefix
+        self.total = 0
+
+    def _issue(self, path: str, message: str) -> ConfigIssue:
+        return ConfigIssue(path=self.prefix + path, line=1, column=1, message=message)
+
+    def refusals(self, selected: list[str]) -> list[ConfigIssue]:
+        """Issues for too many files, too many bytes, or files too big; none to go ahead."""
+        limits = self.limits
+        if len(selected) > limits.max_files:
+            return [
+                self._issue(".", f"{len(selected)} config files; the limit is {limits.max_files}")
+            ]
+        sizes: dict[str, int] = {}
+        for relative in selected:
+            try:
+                sizes[relative] = self.source.size(relative)
+            except SourceProblem:
+                continue  # reported when the file is read
+        total = sum(sizes.values())
+        if total > limits.max_total_bytes:
+            return [
+                self._issue(
+                    ".", f"config files total {total} bytes; the limit is {limits.max_total_bytes}"
+                )
+            ]
+        return [
+            self._issue(path, f"file is {size} bytes; the limit is {limits.max_file_bytes}")
+            for path, size in sorted(sizes.items())
+            if size > limits.max_file_bytes
+        ]
+
+    def read(self, relative: str) -> bytes:
+        size = self.source.size(relative)
+        if size > self.limits.max_file_bytes:
+            raise SourceProblem(f"file is {size} bytes; the limit is {self.limits.max_file_bytes}")
+        if self.total + size > self.limits.max_total_bytes:
+            raise SourceProblem(
+                f"config files total more than {self.limits.max_total_bytes} bytes with this one"
+            )
+        self.total += size
+        return self.source.read(relative)
+
+
+def load_config_set(
+    files: ConfigSource | Mapping[str, bytes],
+    schema: Schema,
+    *,
+    display_prefix: str = "",
+    limits: RepoLimits = RepoLimits(),
+    memo: ParseMemo | None = None,
+) -> tuple[ConfigSet | None, list[ConfigIssue]]:
+    """Parse and validate one config set: the one path every commit takes before serving.
+
+    ``files`` is a ConfigSource, or a mapping of paths relative to the config root
+    to their bytes. Issues name paths with ``display_prefix`` in front so they
+    match the repository. Returns the config set, or None with every issue found.
+    With a ``memo``, files an earlier build parsed cleanly are reused, not re-parsed.
+    """
+    source: ConfigSource = MemorySource(files) if isinstance(files, Mapping) else files
+    reader = _LimitedReader(source, limits, display_prefix)
+    issues: list[ConfigIssue] = []
+    global_file: ConfigFile | None = None
+    apps: dict[str, ConfigFile] = {}
+
+    def parse(relative: str) -> ConfigFile | None:
+        try:
+            data = reader.read(relative)
+        except SourceProblem as problem:
+            issues.append(
+                ConfigIssue(
+                    path=display_prefix + relative, line=1, column=1, message=problem.message
+                )
+            )
+            return None
+        return parse_bytes(relative, data)
+
+    def parse_bytes(relative: str, data: bytes) -> ConfigFile | None:
+        display = display_prefix + relative
+        if memo is not None and (known := memo.get(display, data)) is not None:
+            return known
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            issues.append(ConfigIssue(path=display, line=1, column=1, message=f"not UTF-8: {exc}"))
+            return None
+        parsed, file_issues = parse_file(display, text, schema)
+        issues.extend(file_issues)
+        if memo is not None and parsed is not None and not file_issues:
+            memo.put(display, data, parsed)
+        return parsed
+
+    try:
+        selected = source.selected_paths()
+    except SourceProblem as problem:
+        root = display_prefix.rstrip("/") or "."
+        return None, [ConfigIssue(path=root, line=1, column=1, message=problem.message)]
+    refusals = reader.refusals(selected)
+    if refusals:
+        return None, refusals
+
+    for relative in selected:
+        display = display_prefix + relative
+        if relative == GLOBAL_FILE:
+            global_file = parse(relative)
+            continue
+        app_id, message = app_file_name(relative)
+        if app_id is not None:
+            parsed = parse(relative)
+            if parsed is not None:
+                apps[app_id] = parsed
+        elif message is not None:
+            issues.append(ConfigIssue(path=display, line=1, column=1, message=message))
+
+    roots = [f for f in (global_file, *apps.values()) if f is not None]
+    fragments = _load_fragments(roots, reader.read, parse_bytes, issues)
+    if issues:
+        return None, sorted(set(issues))
+    return ConfigSet(global_file=global_file, apps=apps, fragments=fragments), []
+
+
+def _load_fragments(
+    roots: list[ConfigFile],
+    read: Callable[[str], bytes],
+    parse: Callable[[str, bytes], ConfigFile | None],
+    issues: list[ConfigIssue],
+) -> dict[str, ConfigFile]:
+    """Read every fragment reachable by ``include`` from the roots; report cycles and misses.
+
+    A depth-first walk: a fragment met again while it is still being expanded
+    closes a cycle, reported at the include that closes it.
+    """
+    fragments: dict[str, ConfigFile] = {}
+    unreadable: set[str] = set()
+    finished: set[str] = set()
+    stack: list[str] = []
+
+    def visit(config_file: ConfigFile) -> None:
+        for include in config_file.includes:
+            if include.path in stack:
+                cycle = [*stack[stack.index(include.path) :], include.path]
+                issues.append(include.issue(f"include cycle: {' -> '.join(cycle)}"))
+                continue
+            if include.path in finished or include.path in unreadable:
+                continue
+            if include.path not in fragments:
+                try:
+                    data = read(include.path)
+                except SourceProblem as problem:
+                    issues.append(
+                        include.issue(f"cannot include '{include.path}': {problem.message}")
+                    )
+                    unreadable.add(include.path)
+                    continue
+                parsed = parse(include.path, data)
+                if parsed is None:
+                    unreadable.add(include.path)
+                    continue
+                fragments[include.path] = parsed
+            stack.append(include.path)
+            visit(fragments[include.path])
+            stack.pop()
+            finished.add(include.path)
+
+    for root in roots:
+        visit(root)
+    return fragments
+
+
+def load_directory(
+    root: Path, schema: Schema, *, prefix: str = ""
+) -> tuple[ConfigSet | None, list[ConfigIssue]]:
+    """Load and validate the config set in a directory (a working tree); issues start ``prefix``."""
+    return load_config_set(DirectorySource(root), schema, display_prefix=prefix)

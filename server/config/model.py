@@ -1,0 +1,168 @@
+"""The config-repository language as immutable values: settings, conditions, rules, files, sets.
+
+Each file of a config set is a mapping with optional ``include``, ``defaults``,
+``overrides``, ``rules`` and ``access`` sections (see README); ``parser``
+turns one file into a :class:`ConfigFile`, ``loader`` a whole tree into a
+:class:`ConfigSet`. Nothing here reads files, knows git or changes once built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from collections.abc import Mapping
+from typing import Any
+
+from ..base.issues import ConfigIssue
+from .rollout import Rollout
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Origin:
+    """Where a setting was written: for provenance in answers, render and logs."""
+
+    path: str
+    line: int
+    rule: str | None = None
+
+    def __str__(self) -> str:
+        suffix = f" (rule '{self.rule}')" if self.rule else ""
+        return f"{self.path}:{self.line}{suffix}"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Setting:
+    key: str
+    value: Any  # canonical JSON value, checked against the schema; ${secret:...} unresolved
+    override: bool
+    origin: Origin
+    secrets: tuple[str, ...] = ()  # names of the secrets the value refers to
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Condition:
+    """One ``when`` entry: an env variable or a current_config field against a pattern."""
+
+    source: str  # "env" or "config"
+    name: str
+    pattern: Any
+
+    @property
+    def is_glob(self) -> bool:
+        return isinstance(self.pattern, str) and not _GLOB_CHARS.isdisjoint(self.pattern)
+
+    def matches(self, env: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
+        values = env if self.source == "env" else config
+        if self.name not in values:
+            return False
+        actual = values[self.name]
+        if isinstance(self.pattern, str):
+            text = _as_text(actual)
+            if text is None:
+                return False
+            return fnmatch.fnmatchcase(text, self.pattern) if self.is_glob else text == self.pattern
+        if isinstance(self.pattern, bool) or isinstance(actual, bool):
+            return actual is self.pattern
+        return bool(actual == self.pattern)
+
+
+def _as_text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Rule:
+    name: str
+    origin: Origin
+    conditions: tuple[Condition, ...]
+    settings: tuple[Setting, ...]
+    rollout: Rollout | None = None
+
+    def matches(
+        self, env: Mapping[str, Any], config: Mapping[str, Any], app_id: str | None = None
+    ) -> bool:
+        """All conditions hold, and the worker is in the rollout when there is one."""
+        if not all(condition.matches(env, config) for condition in self.conditions):
+            return False
+        return self.rollout is None or self.rollout.includes(
+            app_id=app_id, rule=self.name, env=env, config=config
+        )
+
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        names = [c.name for c in self.conditions if c.source == "env"]
+        if self.rollout is not None and self.rollout.source == "env":
+            names.append(self.rollout.name)
+        return tuple(names)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Include:
+    """One ``include:`` entry: the fragment's path relative to the config root, and where."""
+
+    path: str
+    written_in: str  # display path of the including file
+    line: int
+    column: int
+
+    def issue(self, message: str) -> ConfigIssue:
+        return ConfigIssue(
+            path=self.written_in, line=self.line, column=self.column, message=message
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConfigFile:
+    path: str
+    settings: tuple[Setting, ...]
+    rules: tuple[Rule, ...]
+    includes: tuple[Include, ...] = ()
+    access: tuple[Condition, ...] = ()  # all must hold for a worker to be answered at all
+
+    def all_settings(self) -> tuple[Setting, ...]:
+        return (*self.settings, *(s for rule in self.rules for s in rule.settings))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConfigSet:
+    global_file: ConfigFile | None
+    apps: Mapping[str, ConfigFile]
+    fragments: Mapping[str, ConfigFile] = dataclasses.field(default_factory=dict)
+
+    def all_files(self) -> tuple[ConfigFile, ...]:
+        """global.yaml, every app file and every fragment, each once."""
+        own = (self.global_file,) if self.global_file is not None else ()
+        return (*own, *self.apps.values(), *self.fragments.values())
+
+    def layers(self, app_id: str | None) -> tuple[ConfigFile, ...]:
+        """The files that apply to an app, in order: global.yaml's chain, then the app's.
+
+        Each file comes after the fragments it includes (recursively). A fragment
+        is applied once per app, where it is first reached, so a fragment that
+        global.yaml already includes is not applied a second time by an app file.
+        """
+        ordered: list[ConfigFile] = []
+        seen: set[str] = set()
+
+        def expand(config_file: ConfigFile) -> None:
+            for include in config_file.includes:
+                if include.path in seen or include.path not in self.fragments:
+                    continue
+                seen.add(include.path)
+                expand(self.fragments[include.path])
+            ordered.append(config_file)
+
+        if self.global_file is not None:
+            expand(self.global_file)
+        app_file = self.apps.get(app_id) if app_id else None
+        if app_file is not None:
+            expand(app_file)
+        return tuple(ordered)

@@ -1,0 +1,209 @@
+"""An immutable snapshot of one validated commit, and the answers it gives.
+
+A snapshot is built once per commit, off the event loop, and published by
+swapping one reference (``SnapshotHolder.current``); a request reads that
+reference once, so it is answered from exactly one commit.
+
+Layering for app A: global.yaml's own sections, then its matching rules, then
+apps/A.yaml's own sections, then its matching rules; each file is preceded by
+the fragments it includes (``ConfigSet.layers``); ``effective`` merges them.
+Answers for an app whose layers hold no rules are serialised once per snapshot;
+answers with rules are cached per combination of matched rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ..base.errors import AccessDenied
+from .effective import EffectiveSetting, answer_items, merge
+from .model import Condition, ConfigFile, ConfigSet, Rule, Setting
+
+# Bound on cached answers for rule combinations; beyond it answers are built per request.
+_MAX_CACHED_RULE_ANSWERS = 4096
+# Unknown app ids are logged once per snapshot; this bounds that memory.
+_MAX_UNKNOWN_APPS_REMEMBERED = 1000
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CommitInfo:
+    sha: str
+    author: str
+    authored_at: str  # ISO 8601
+    subject: str
+
+    def as_json(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Answer:
+    body: bytes
+    app_known: bool
+    applied_rules: tuple[str, ...]
+    env_names_used: tuple[str, ...]  # env variables the matching rules read (names only)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AppPlan:
+    app_id: str | None
+    known: bool
+    files: tuple[ConfigFile, ...]
+
+    @property
+    def has_rules(self) -> bool:
+        return any(f.rules for f in self.files)
+
+    @property
+    def access(self) -> tuple[Condition, ...]:
+        return tuple(condition for f in self.files for condition in f.access)
+
+    def failed_access(self, env: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+        """The names whose ``access`` conditions this worker does not meet."""
+        return [c.name for c in self.access if not c.matches(env, config)]
+
+    def check_access(self, env: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+        failed = self.failed_access(env, config)
+        if failed:
+            raise AccessDenied(
+                f"this worker does not meet the access conditions of "
+                f"{'app ' + repr(self.app_id) if self.app_id else 'the global layer'} "
+                f"on: {', '.join(failed)}"
+            )
+
+    def matched(
+        self, env: Mapping[str, Any], config: Mapping[str, Any], app_id: str | None = None
+    ) -> tuple[Rule, ...]:
+        """Rules that apply; ``app_id`` is the id the worker asked with (it seeds rollouts)."""
+        return tuple(
+            rule for f in self.files for rule in f.rules if rule.matches(env, config, app_id)
+        )
+
+    def layers(self, matched: tuple[Rule, ...]) -> list[tuple[Setting, ...]]:
+        chosen = set(map(id, matched))
+        layers: list[tuple[Setting, ...]] = []
+        for config_file in self.files:
+            layers.append(config_file.settings)
+            layers.extend(rule.settings for rule in config_file.rules if id(rule) in chosen)
+        return layers
+
+
+class Snapshot:
+    """What one commit serves. Never mutated after construction, except a bounded memo."""
+
+    def __init__(
+        self,
+        *,
+        commit: CommitInfo,
+        config_set: ConfigSet,
+        loaded_at: float,
+        schema_source: str,
+        secrets: Mapping[str, str] | None = None,
+    ) -> None:
+        self.commit = commit
+        # Resolved secret values live only here and in the answer bytes built from them.
+        self._secrets = secrets
+        self.config_set = config_set
+        self.loaded_at = loaded_at
+        self.schema_source = schema_source
+        self.app_ids: tuple[str, ...] = tuple(sorted(config_set.apps))
+        self._plans: dict[str, AppPlan] = {
+            app_id: AppPlan(app_id=app_id, known=True, files=config_set.layers(app_id))
+            for app_id in config_set.apps
+        }
+        self._fallback = AppPlan(app_id=None, known=False, files=config_set.layers(None))
+        self._memo: dict[tuple[str | None, tuple[int, ...]], Answer] = {}
+        self._unknown_seen: set[str | None] = set()
+        self._items_memo: dict[tuple[str | None, tuple[int, ...]], list[dict[str, Any]]] = {}
+        # Apps without rules never look at the request: serialise their answer now, and
+        # answer them with one dict lookup (not those with access conditions to check).
+        self._fixed_answers: dict[str | None, Answer] = {
+            app_id: self._answer(plan, app_id, ())
+            for app_id, plan in self._plans.items()
+            if not plan.has_rules and not plan.access
+        }
+        if not self._fallback.has_rules and not self._fallback.access:
+            # Requests without an appId get one fixed answer too.
+            self._fixed_answers[None] = self._answer(self._fallback, None, ())
+
+    def plan(self, app_id: str | None) -> AppPlan:
+        return self._plans.get(app_id, self._fallback) if app_id else self._fallback
+
+    @property
+    def secret_names(self) -> frozenset[str]:
+        return frozenset(self._secrets or ())
+
+    def secrets_for_comparison(self) -> dict[str, str]:
+        """The resolved secrets, only to tell whether a rotation needs a rebuild."""
+        return dict(self._secrets or {})
+
+    def first_sighting_of_unknown(self, app_id: str | None) -> bool:
+        """True the first time an unknown app id asks this snapshot (bounded)."""
+        if app_id in self._unknown_seen or len(self._unknown_seen) >= _MAX_UNKNOWN_APPS_REMEMBERED:
+            return False
+        self._unknown_seen.add(app_id)
+        return True
+
+    def effective(
+        self, app_id: str | None, env: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> tuple[dict[str, EffectiveSetting], tuple[Rule, ...]]:
+        plan = self.plan(app_id)
+        matched = plan.matched(env, config, app_id)
+        return merge(plan.layers(matched)), matched
+
+    def fixed_answer(self, app_id: str | None) -> Answer | None:
+        """The answer when it does not depend on the request (no rules, no access conditions)."""
+        return self._fixed_answers.get(app_id)
+
+    def answer(
+        self, app_id: str | None, env: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> Answer:
+        fixed = self._fixed_answers.get(app_id)
+        if fixed is not None:
+            return fixed
+        plan = self.plan(app_id)
+        if plan.access:
+            plan.check_access(env, config)
+        matched = plan.matched(env, config, app_id) if plan.has_rules else ()
+        return self._answer(plan, app_id, matched)
+
+    def _answer(self, plan: AppPlan, app_id: str | None, matched: tuple[Rule, ...]) -> Answer:
+        # The memo key uses the plan's identity (None for every unknown app) so that
+        # unknown app ids cannot grow the memo.
+        memo_key = (plan.app_id, tuple(id(rule) for rule in matched))
+        cached = self._memo.get(memo_key)
+        if cached is not None and plan.known:
+            return cached
+        items = self._items_memo.get(memo_key)
+        if items is None:
+            # Unknown app ids share their items (the body names the id, so it is built anew).
+            items = answer_items(merge(plan.layers(matched)), self._secrets)
+            if len(self._items_memo) < len(self._plans) + _MAX_CACHED_RULE_ANSWERS:
+                self._items_memo[memo_key] = items
+        body: dict[str, Any] = {
+            "configs": items,
+            "version": self.commit.sha,
+            "app_id": app_id,
+            "app_known": plan.known,
+            "applied_rules": [rule.name for rule in matched],
+        }
+        if not plan.known:
+            body["note"] = (
+                f"no apps/{app_id}.yaml in this commit: serving the global layer only"
+                if app_id
+                else "no appId in the request: serving the global layer only"
+            )
+        answer = Answer(
+            body=json.dumps(body, separators=(",", ":")).encode(),
+            app_known=plan.known,
+            applied_rules=tuple(rule.name for rule in matched),
+            env_names_used=tuple(sorted({name for rule in matched for name in rule.env_names})),
+        )
+        if plan.known and (
+            not matched or len(self._memo) < len(self._plans) + _MAX_CACHED_RULE_ANSWERS
+        ):
+            self._memo[memo_key] = answer
+        return answer

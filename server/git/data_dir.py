@@ -1,0 +1,118 @@
+"""The data directory: one server's lock on it, and the record of its last good commit.
+
+Layout::
+
+    <data-dir>/lock          held by the running server (one server per directory)
+    <data-dir>/mirror.git    bare mirror (``mirror``)
+    <data-dir>/state.json    the last good commit, written atomically
+    <data-dir>/gnupg/        the private keyring of --require-signed-commits
+    <data-dir>/metrics/      request metrics of --workers N, one directory per run
+
+Blocking; the record is read and written on the sync thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import re
+from pathlib import Path
+from typing import IO
+
+from ..base.errors import SettingsError
+
+# A full commit id: what a record holds, and what a --ref that can never move looks like.
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataDir:
+    """Where each part of the server's state lives inside ``--data-dir``."""
+
+    root: Path
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "lock"
+
+    @property
+    def mirror(self) -> Path:
+        return self.root / "mirror.git"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def gnupg(self) -> Path:
+        return self.root / "gnupg"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics"
+
+
+class DataDirLock:
+    """An exclusive lock on the data directory: two servers must not share a mirror."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self._path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise SettingsError(
+                f"data dir {self._path.parent} is in use by another server process; "
+                "give each server its own --data-dir"
+            ) from None
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+class LastGoodRecord:
+    """The last commit served, kept across restarts for one remote and ref.
+
+    A record written for another ``--repo`` or ``--ref`` is never restored:
+    another ref must not start by serving this one's commit.
+    """
+
+    def __init__(self, path: Path, *, remote: str, ref: str) -> None:
+        self._path = path
+        self._remote = remote  # as shown (redacted): the record never holds a credential
+        self._ref = ref
+
+    def load(self) -> str | None:
+        try:
+            state = json.loads(self._path.read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+        sha = state.get("last_good") if isinstance(state, dict) else None
+        if (
+            isinstance(sha, str)
+            and SHA_RE.match(sha)
+            and state.get("remote") == self._remote
+            and state.get("ref") == self._ref
+        ):
+            return sha
+        return None
+
+    def save(self, sha: str) -> None:
+        state = {"remote": self._remote, "ref": self._ref, "last_good": sha}
+        scratch = self._path.with_suffix(".tmp")
+        with scratch.open("w", encoding="utf-8") as handle:
+            json.dump(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(scratch, self._path)

@@ -1,0 +1,168 @@
+"""Which commits changed an app's effective config: the walk behind ``GET /history``.
+
+Walks the first-parent history of a commit (the commits a branch actually went
+through, merges included), loads each commit's config set the way the server
+does, and compares the app's view (``config.views.AppView``) with the previous
+valid commit's. Commits that fail validation never served, so they are skipped.
+Views are remembered per config-root tree, so commits that changed nothing
+below the root, and repeated requests, cost no parsing. Blocking: runs on the
+view thread, never on the sync thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any
+
+from git import Repo
+from git.objects import Commit, Tree
+
+from ..config.loader import RepoLimits, load_config_set
+from ..config.model import ConfigSet
+from ..config.names import display_prefix
+from ..config.schema import Schema
+from ..config.snapshot import CommitInfo
+from ..config.views import app_view, app_views
+from .commits import CommitSource, commit_info
+
+MAX_COMMITS_SCANNED = 1000
+_INVALID = "invalid"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AppHistory:
+    app_id: str
+    start: str
+    commits: tuple[CommitInfo, ...]  # newest first
+    scanned: int
+    complete: bool  # False when the walk stopped at the limit or the scan bound
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "app_id": self.app_id,
+            "start": self.start,
+            "commits": [commit.as_json() for commit in self.commits],
+            "scanned": self.scanned,
+            "complete": self.complete,
+        }
+
+
+class FingerprintMemo:
+    """Per config-root tree sha: each app's view fingerprint, or None for an invalid tree.
+
+    Bounded by trees and by fingerprints held in all (least recently used goes first),
+    so a repository with thousands of apps cannot make it hold millions of entries;
+    one per mirror, used on the view thread only.
+    """
+
+    def __init__(self, max_trees: int = 4096, max_fingerprints: int = 200_000) -> None:
+        self._max = max_trees
+        self._max_fingerprints = max_fingerprints
+        self._held = 0
+        self._trees: collections.OrderedDict[str, dict[str | None, str] | None] = (
+            collections.OrderedDict()
+        )
+
+    def get(self, tree: str) -> tuple[bool, dict[str | None, str] | None]:
+        if tree not in self._trees:
+            return False, None
+        self._trees.move_to_end(tree)
+        return True, self._trees[tree]
+
+    def put(self, tree: str, fingerprints: dict[str | None, str] | None) -> None:
+        previous = self._trees.pop(tree, None)
+        self._held -= len(previous or ())
+        self._trees[tree] = fingerprints
+        self._held += len(fingerprints or ())
+        while len(self._trees) > 1 and (
+            len(self._trees) > self._max or self._held > self._max_fingerprints
+        ):
+            _, dropped = self._trees.popitem(last=False)
+            self._held -= len(dropped or ())
+
+
+def _root_tree(commit: Commit, subdir: str) -> Tree | None:
+    tree: Any = commit.tree
+    if subdir.strip("/"):
+        try:
+            tree = tree / subdir.strip("/")
+        except KeyError:
+            return None
+    return tree if isinstance(tree, Tree) else None
+
+
+def _fingerprint(  # noqa: PLR0917 - private helper of app_history
+    commit: Commit,
+    subdir: str,
+    schema: Schema,
+    app_id: str,
+    memo: FingerprintMemo,
+    limits: RepoLimits,
+) -> str:
+    tree = _root_tree(commit, subdir)
+    if tree is None:
+        return _INVALID
+    known, fingerprints = memo.get(tree.hexsha)
+    if not known:
+        config_set, _ = load_config_set(
+            CommitSource(commit, subdir),
+            schema,
+            display_prefix=display_prefix(subdir),
+            limits=limits,
+        )
+        fingerprints = (
+            None
+            if config_set is None
+            else {key: view.fingerprint() for key, view in app_views(config_set).items()}
+        )
+        memo.put(tree.hexsha, fingerprints)
+    if fingerprints is None:
+        return _INVALID
+    return fingerprints.get(app_id, fingerprints[None])
+
+
+def app_history(
+    repo: Repo,
+    start: str,
+    subdir: str,
+    schema: Schema,
+    app_id: str,
+    *,
+    limit: int,
+    memo: FingerprintMemo,
+    limits: RepoLimits | None = None,
+    max_scanned: int = MAX_COMMITS_SCANNED,
+) -> AppHistory:
+    """Up to ``limit`` commits, newest first, after which ``app_id`` got a different answer."""
+    empty = app_view(ConfigSet(global_file=None, apps={}), app_id).fingerprint()
+    found: list[CommitInfo] = []
+    newer: tuple[Commit, str] | None = None  # the newest valid commit not yet compared
+    scanned = 0
+    reached_root = False
+    for commit in repo.iter_commits(start, first_parent=True, max_count=max_scanned):
+        scanned += 1
+        reached_root = not commit.parents
+        fingerprint = _fingerprint(commit, subdir, schema, app_id, memo, limits or RepoLimits())
+        if fingerprint == _INVALID:
+            continue
+        if newer is not None and newer[1] != fingerprint:
+            found.append(commit_info(newer[0]))
+            if len(found) >= limit:
+                return AppHistory(
+                    app_id=app_id,
+                    start=start,
+                    commits=tuple(found),
+                    scanned=scanned,
+                    complete=False,
+                )
+        newer = (commit, fingerprint)
+    if reached_root and newer is not None and newer[1] != empty:
+        found.append(commit_info(newer[0]))  # the commit that first gave the app a config
+    return AppHistory(
+        app_id=app_id,
+        start=start,
+        commits=tuple(found[:limit]),
+        scanned=scanned,
+        complete=reached_root,
+    )

@@ -1,0 +1,198 @@
+"""Prometheus metrics, in a registry of the app's own (never the global one).
+
+Only three things are updated on the /config path: a request counter, a
+latency histogram and an in-flight gauge (a dict lookup and a lock each). Everything else -- the
+served commit, snapshot age, sync counts, staleness, fleet counts -- is read
+from the live state when ``/metrics`` is scraped, by :class:`StateCollector`,
+so keeping it costs the request path nothing and can never drift from
+``/status``.
+
+The ``app`` label is bounded: an app id that the served commit does not know is
+counted as ``_unknown``, a request without one as ``_none``, an unparseable one
+as ``_invalid``. Worker-chosen strings never become label values.
+
+With ``--workers N`` the request metrics are kept in prometheus_client's
+multiprocess mode (memory-mapped files under ``<data-dir>/metrics``, one set
+per process), so a scrape that reaches any process counts every process's
+answers. The state read at scrape time is the same in every process: each
+follower holds the leader's sync state and the shared fleet table.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from ..config.snapshot import Snapshot
+from ..sync.control import SyncControl
+from ..sync.freshness import freshness
+from ..sync.state import SnapshotHolder
+from .fleet import FleetTable
+
+PREFIX = "lmcache_config"
+UNKNOWN_APP = "_unknown"
+NO_APP = "_none"
+INVALID_APP = "_invalid"
+# Answers come from memory: most take well under a millisecond.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+def app_label(snapshot: Snapshot | None, app_id: str | None) -> str:
+    """The bounded ``app`` label for a request's app id."""
+    if app_id is None:
+        return NO_APP
+    if snapshot is None or app_id not in snapshot.config_set.apps:
+        return UNKNOWN_APP
+    return app_id
+
+
+class Metrics:
+    """The app's registry and the few metrics updated per request."""
+
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        self.registry = CollectorRegistry()
+        own: CollectorRegistry | None = self.registry
+        if multiprocess_dir is not None:
+            # The value class is chosen when prometheus_client is imported: the CLI sets
+            # PROMETHEUS_MULTIPROC_DIR before that. Counting in process memory instead would
+            # make every scrape show one process's share, so refuse to start.
+            if values.ValueClass is values.MutexValue:
+                raise RuntimeError("prometheus_client was imported before its multiprocess mode")
+            MultiProcessCollector(self.registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+            own = None  # the files are the source; registering too would count twice
+        self._request_counters: dict[tuple[str, int], Counter] = {}
+        self.requests = Counter(
+            f"{PREFIX}_requests",
+            "/config answers, by app and HTTP status.",
+            ["app", "status"],
+            registry=own,
+        )
+        self.in_flight = Gauge(
+            f"{PREFIX}_requests_in_flight",
+            "/config requests being answered now (body upload included).",
+            registry=own,
+            multiprocess_mode="livesum",
+        )
+        self.latency = Histogram(
+            f"{PREFIX}_request_duration_seconds",
+            "Time to answer /config, body upload included.",
+            buckets=LATENCY_BUCKETS,
+            registry=own,
+        )
+
+    def observe_config(self, app: str, status: int, seconds: float) -> None:
+        # The labelled child is looked up once per (app, status): labels() takes a lock
+        # and builds a key on every call. Both labels are bounded (see app_label).
+        counter = self._request_counters.get((app, status))
+        if counter is None:
+            counter = self._request_counters[app, status] = self.requests.labels(app, str(status))
+        counter.inc()
+        self.latency.observe(seconds)
+
+    def exposition(self, accept: str) -> tuple[bytes, str]:
+        """The scrape body and its content type, in the format the scraper asked for."""
+        encode, content_type = choose_encoder(accept)
+        return encode(self.registry), content_type
+
+
+class StateCollector:
+    """Reads the served snapshot, sync state and fleet table at scrape time."""
+
+    def __init__(
+        self,
+        *,
+        holder: SnapshotHolder,
+        syncer: SyncControl,
+        fleet: FleetTable,
+        started_at: float,
+        stale_after: float,
+        ref: str,
+    ) -> None:
+        self._holder = holder
+        self._syncer = syncer
+        self._fleet = fleet
+        self._started_at = started_at
+        self._stale_after = stale_after
+        self._ref = ref
+
+    def collect(self) -> Iterator[Metric]:
+        now = time.time()
+        snapshot = self._holder.current
+        state = self._syncer.state
+
+        yield GaugeMetricFamily(
+            f"{PREFIX}_ready", "1 once a validated commit is served.", value=int(bool(snapshot))
+        )
+        info = InfoMetricFamily(f"{PREFIX}_served_commit", "The commit being served.")
+        if snapshot is not None:
+            info.add_metric([], {"commit": snapshot.commit.sha, "ref": self._ref})
+        yield info
+        age = GaugeMetricFamily(
+            f"{PREFIX}_snapshot_age_seconds", "Seconds since the served snapshot was loaded."
+        )
+        apps = GaugeMetricFamily(f"{PREFIX}_apps", "Apps (apps/<id>.yaml) in the served commit.")
+        if snapshot is not None:
+            age.add_metric([], max(0.0, now - snapshot.loaded_at))
+            apps.add_metric([], len(snapshot.app_ids))
+        yield age
+        yield apps
+
+        fresh = freshness(
+            state, started_at=self._started_at, stale_after=self._stale_after, now=now
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_seconds_since_last_successful_sync",
+            "Seconds since a fetch last succeeded (+Inf when none has since startup).",
+            value=math.inf if fresh.since_last_success is None else fresh.since_last_success,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_stale",
+            "1 when no sync has succeeded for longer than --stale-after.",
+            value=int(fresh.stale),
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_sync_consecutive_failures",
+            "Fetches failed in a row.",
+            value=state.consecutive_failures,
+        )
+        attempts = CounterMetricFamily(
+            f"{PREFIX}_sync_attempts", "Sync attempts, by trigger.", labels=["trigger"]
+        )
+        for trigger, count in sorted(state.attempts.items()):
+            attempts.add_metric([trigger], count)
+        yield attempts
+        failures = CounterMetricFamily(
+            f"{PREFIX}_sync_failures", "Failed sync attempts, by trigger.", labels=["trigger"]
+        )
+        for trigger in sorted(state.attempts.keys() | state.failures.keys()):
+            failures.add_metric([trigger], state.failures[trigger])
+        yield failures
+        yield CounterMetricFamily(
+            f"{PREFIX}_rejected_commits",
+            "Commits that failed validation (each counted once).",
+            value=state.rejected_commits,
+        )
+
+        fleet = GaugeMetricFamily(
+            f"{PREFIX}_fleet_instances",
+            "Workers this replica answered recently, by app and the commit they were given.",
+            labels=["app", "commit"],
+        )
+        per_label: dict[tuple[str, str], int] = {}
+        for (app_id, commit), count in self._fleet.counts().items():
+            key = (app_label(snapshot, app_id), commit)
+            per_label[key] = per_label.get(key, 0) + count
+        for (app, commit), count in sorted(per_label.items()):
+            fleet.add_metric([app, commit], count)
+        yield fleet

@@ -1,0 +1,109 @@
+"""The channel between the leader and a follower of one replica, and what they say on it.
+
+Length-prefixed pickles over a socket pair, one message at a time:
+
+- leader to follower: ``Served`` after every sync (the publish generation,
+  the commit, and the sync state that /status, /metrics and the dashboard
+  show), ``Refreshed`` (the answer to a relayed refresh) and ``Sightings``;
+- follower to leader: ``SyncWanted`` (a webhook reached the follower),
+  ``RefreshWanted`` (``/admin/refresh`` did), ``Following`` (the commit it
+  serves after each attempt) and ``Sightings`` (the workers it answered, so
+  that every process shows the whole fleet table).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import pickle
+import socket
+import struct
+
+from ..ops.fleet import FleetKey, Sighting
+from ..sync.state import SyncRecord, SyncState, SyncTrigger
+
+_HEADER = struct.Struct("!I")
+# How often the processes exchange the fleet sightings they recorded.
+SIGHTINGS_INTERVAL = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Served:
+    generation: int
+    sha: str | None
+    state: SyncState
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncWanted:
+    trigger: SyncTrigger
+
+
+@dataclasses.dataclass(frozen=True)
+class RefreshWanted:
+    token: int
+    trigger: SyncTrigger
+
+
+@dataclasses.dataclass(frozen=True)
+class Refreshed:
+    token: int
+    record: SyncRecord | None
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Sightings:
+    rows: list[tuple[FleetKey, Sighting]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Following:
+    """A follower's report after each attempt to take up the leader's commit."""
+
+    generation: int
+    sha: str | None
+    error: str | None = None
+
+
+Message = Served | SyncWanted | RefreshWanted | Refreshed | Sightings | Following
+
+
+class Channel:
+    """Length-prefixed pickles over a socket pair between two processes of one replica."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def open(cls, sock: socket.socket) -> Channel:
+        reader, writer = await asyncio.open_connection(sock=sock)
+        return cls(reader, writer)
+
+    @staticmethod
+    def encode(message: Message) -> bytes:
+        """A message as sent: made once when it goes to several followers."""
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        return _HEADER.pack(len(data)) + data
+
+    def send(self, message: Message | bytes) -> None:
+        """Queue one message (or its encoding); never blocks (the transport buffers what the
+        peer has not read)."""
+        if not self._writer.is_closing():
+            self._writer.write(message if isinstance(message, bytes) else self.encode(message))
+
+    async def receive(self) -> Message | None:
+        """The next message, or None once the other process has gone."""
+        try:
+            header = await self._reader.readexactly(_HEADER.size)
+            (size,) = _HEADER.unpack(header)
+            data = await self._reader.readexactly(size)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+        # Only this replica's own processes hold the other end of the pair.
+        message: Message = pickle.loads(data)  # noqa: S301
+        return message
+
+    def close(self) -> None:
+        self._writer.close()

@@ -1,0 +1,199 @@
+"""A follower's side of ``--workers N``: serve what the leader serves, relay what reaches us.
+
+A follower shares the leader's mirror read-only and takes no data dir lock; it
+never fetches, never records the last good commit and never checks
+signatures (the leader did, before it served the commit). It composes the
+same :class:`~server.sync.builder.SnapshotBuilder` the leader's sync loop
+uses, on a thread of its own, to build each commit the leader publishes. A
+follower whose leader is gone stops: it could only go on serving a commit
+that no longer advances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import socket
+from collections.abc import Callable
+
+from ..base.errors import NotReady
+from ..base.tasks import OneThread, cancel_and_wait, guarded_task
+from ..ops.fleet import FleetTable
+from ..sync.builder import SnapshotBuilder
+from ..sync.state import Rejection, SnapshotHolder, SyncRecord, SyncState, SyncTrigger
+from .channel import (
+    SIGHTINGS_INTERVAL,
+    Channel,
+    Following,
+    Refreshed,
+    RefreshWanted,
+    Served,
+    Sightings,
+    SyncWanted,
+)
+
+log = logging.getLogger("server.workers")
+
+# A follower that could not take up the leader's commit tries again this often.
+BUILD_RETRY = 5.0
+
+
+class LeaderFollower:
+    """Serves the leader's commits in a follower process; provides ``sync.control.SyncControl``."""
+
+    def __init__(
+        self,
+        *,
+        builder: SnapshotBuilder,
+        holder: SnapshotHolder,
+        build_thread: OneThread,
+        link: socket.socket,
+        fleet: FleetTable,
+        on_leader_gone: Callable[[], None],
+    ) -> None:
+        self.holder = holder
+        self.state = SyncState()  # the leader's, as it last sent it
+        self.first_attempt_done = asyncio.Event()
+        self.generation = 0  # of the leader's publish this process serves
+        self._builder = builder
+        self._thread = build_thread
+        self._link = link
+        self._fleet = fleet
+        self._on_leader_gone = on_leader_gone
+        self._task: asyncio.Task[None] | None = None
+        self._channel: Channel | None = None
+        self._refreshes: dict[int, asyncio.Future[Refreshed]] = {}
+        self._tokens = itertools.count(1)
+        self._latest: Served | None = None  # the leader's latest word
+        self._following = asyncio.Lock()
+
+    # -- lifecycle --
+
+    def start(self) -> None:
+        self._task = guarded_task(self._run(), name="leader follower", log=log)
+
+    async def stop(self) -> None:
+        self._fail_refreshes("this worker is stopping")
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        try:
+            await self._follow_leader()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Going on would serve a commit that no longer follows the leader's: stop, and
+            # the leader starts a fresh process.
+            log.exception("this worker cannot follow the leader; it stops")
+        else:
+            log.error("the leader process is gone; this worker stops")
+        self._on_leader_gone()
+
+    async def _follow_leader(self) -> None:
+        await self._thread.run(self._builder.prepare)
+        channel = self._channel = await Channel.open(self._link)
+        self._fleet.share()
+        helpers = [
+            guarded_task(self._share_sightings(channel), name="fleet exchange", log=log),
+            guarded_task(self._retry_failed_builds(), name="build retry", log=log),
+        ]
+        try:
+            while (message := await channel.receive()) is not None:
+                if isinstance(message, Served):
+                    self._latest = message
+                    await self._follow(message)
+                elif isinstance(message, Refreshed):
+                    waiter = self._refreshes.pop(message.token, None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(message)
+                elif isinstance(message, Sightings):
+                    self._fleet.merge(message.rows)
+        finally:
+            await cancel_and_wait(helpers)
+            self._channel = None
+            channel.close()
+            self._fail_refreshes("the leader process is gone")
+
+    async def _retry_failed_builds(self) -> None:
+        """Build the leader's commit again while this process is behind it (a pinned ref
+        syncs no more, so no new message would come to retry it)."""
+        while True:
+            await asyncio.sleep(BUILD_RETRY)
+            latest = self._latest
+            if latest is not None and latest.generation != self.generation:
+                await self._follow(latest)
+
+    async def _share_sightings(self, channel: Channel) -> None:
+        while True:
+            await asyncio.sleep(SIGHTINGS_INTERVAL)
+            rows = self._fleet.take_fresh()
+            if rows:
+                channel.send(Sightings(rows))
+
+    async def _follow(self, served: Served) -> None:
+        """Take the leader's sync state; build and swap in its commit when it published anew."""
+        async with self._following:  # the message loop and the retry task, one at a time
+            if served is self._latest:
+                self.state = served.state
+            if served.sha is None or served.generation == self.generation:
+                return
+            error = await self._take_up(served.sha)
+            if error is None and served is self._latest:
+                self.generation = served.generation
+                self.first_attempt_done.set()
+            self._report(
+                Following(generation=self.generation, sha=self.holder.served_sha, error=error)
+            )
+
+    async def _take_up(self, sha: str) -> str | None:
+        """Build ``sha`` and serve it; the reason when that fails (keep serving the last)."""
+        try:
+            outcome = await self._thread.run(self._builder.build, sha)
+        except Exception as exc:  # retried by _retry_failed_builds
+            log.exception("cannot load commit %s that the leader serves", sha[:12])
+            return f"cannot load {sha[:12]}: {type(exc).__name__}"
+        if isinstance(outcome, Rejection):
+            log.error(
+                "commit %s, which the leader serves, does not validate here:\n  %s",
+                sha[:12],
+                "\n  ".join(str(issue) for issue in outcome.issues),
+            )
+            return f"{sha[:12]} does not validate here ({len(outcome.issues)} error(s))"
+        self.holder.current = outcome
+        log.info("serving %s, as the leader does", sha[:12])
+        return None
+
+    def _report(self, following: Following) -> None:
+        if self._channel is not None:
+            self._channel.send(following)
+
+    # -- what the web layer asks (sync.control.SyncControl) --
+
+    def request_sync(self, trigger: SyncTrigger) -> None:
+        if self._channel is not None:
+            self._channel.send(SyncWanted(trigger))
+
+    async def refresh(self, trigger: SyncTrigger) -> SyncRecord:
+        channel = self._channel
+        if channel is None:
+            raise NotReady("this worker is not connected to the leader process yet")
+        token = next(self._tokens)
+        waiter: asyncio.Future[Refreshed] = asyncio.get_running_loop().create_future()
+        self._refreshes[token] = waiter
+        channel.send(RefreshWanted(token=token, trigger=trigger))
+        reply = await waiter
+        if reply.record is None:
+            raise NotReady(reply.error or "the leader could not sync")
+        # The leader sent its Served before this reply, and it was followed on receipt.
+        return reply.record
+
+    def _fail_refreshes(self, reason: str) -> None:
+        for waiter in self._refreshes.values():
+            if not waiter.done():
+                waiter.set_exception(NotReady(reason))
+        self._refreshes.clear()

@@ -1,0 +1,237 @@
+"""The composition root: every shared collaborator of one process, built once, from the settings.
+
+This is the only place below the command line that reads :class:`Settings`
+for the layers under ``sync``: each part is handed the small value it needs
+(a path, limits, a secret), never the settings themselves. It builds the
+parts; ``app`` wires them into the aiohttp app and its ``cleanup_ctx``.
+
+In the leader, the sync thread is the :class:`Syncer`'s; in a follower it is
+the thread its :class:`LeaderFollower` builds the leader's commits on. Both
+processes have a view thread for history and past commits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..base.errors import SettingsError
+from ..base.redact import redact
+from ..base.secret_file import read_secret_file
+from ..base.tasks import OneThread
+from ..config.loader import RepoLimits
+from ..config.parse_memo import ParseMemo
+from ..git.credentials import GitCredentials, existing_file
+from ..git.data_dir import DataDir, DataDirLock, LastGoodRecord
+from ..git.mirror import GitMirror, MirrorReader
+from ..git.signatures import SignaturePolicy
+from ..ops.fleet import FleetTable
+from ..ops.metrics import Metrics, StateCollector
+from ..ops.metrics_env import metrics_dir_in_use
+from ..ops.status import RepoDescription
+from ..processes.follower import LeaderFollower
+from ..processes.role import ProcessRole
+from ..settings import Settings
+from ..sync.builder import SnapshotBuilder
+from ..sync.control import SyncControl
+from ..sync.secrets import SecretSource
+from ..sync.state import SnapshotHolder
+from ..sync.syncer import PollSchedule, Syncer
+from ..sync.viewer import CommitViewer
+from ..web.auth import AuthPolicy, load_auth_file
+from ..web.request_body import BodyLimits
+from ..web.webhooks import WebhookReceiver
+
+
+def repo_limits(settings: Settings) -> RepoLimits:
+    return RepoLimits(
+        max_file_bytes=settings.max_yaml_file_bytes,
+        max_files=settings.max_repo_files,
+        max_total_bytes=settings.max_repo_bytes,
+    )
+
+
+def body_limits(settings: Settings) -> BodyLimits:
+    return BodyLimits(max_env_vars=settings.max_env_vars, max_json_depth=settings.max_json_depth)
+
+
+def git_credentials(settings: Settings) -> GitCredentials:
+    token = settings.git_token or None
+    if settings.git_token_file:
+        token = read_secret_file(settings.git_token_file, "--git-token-file")
+    return GitCredentials(
+        https_username=settings.git_username,
+        https_token=token,
+        ssh_key=existing_file(settings.ssh_key, "--ssh-key") if settings.ssh_key else None,
+        ssh_known_hosts=(
+            existing_file(settings.ssh_known_hosts, "--ssh-known-hosts")
+            if settings.ssh_known_hosts
+            else None
+        ),
+    )
+
+
+def webhook_secret(settings: Settings) -> bytes | None:
+    """The configured secret, from the setting or its file; None when webhooks are off."""
+    if settings.webhook_secret_file:
+        return read_secret_file(settings.webhook_secret_file, "--webhook-secret-file").encode()
+    return settings.webhook_secret.encode() if settings.webhook_secret else None
+
+
+def auth_policy(settings: Settings) -> AuthPolicy:
+    return AuthPolicy(
+        config=load_auth_file(settings.auth_file) if settings.auth_file else None,
+        protect_metrics=settings.protect_metrics,
+    )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LeaderParts:
+    """What only the leader has: the data dir lock, the sync loop, the signature check."""
+
+    lock: DataDirLock
+    syncer: Syncer
+    signatures: SignaturePolicy | None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Parts:
+    """Every shared collaborator of one process."""
+
+    settings: Settings
+    role: ProcessRole
+    started_at: float
+    holder: SnapshotHolder
+    mirror: GitMirror
+    sync: SyncControl
+    leader: LeaderParts | None  # None in a follower
+    follower: LeaderFollower | None  # None in the leader
+    viewer: CommitViewer
+    sync_thread: OneThread
+    view_thread: OneThread
+    fleet: FleetTable
+    metrics: Metrics
+    auth: AuthPolicy
+    webhooks: WebhookReceiver
+    repo: RepoDescription
+    body_limits: BodyLimits
+    metrics_dir: Path | None  # the multiprocess metrics of --workers N
+
+
+def compose(
+    settings: Settings, role: ProcessRole, *, on_leader_gone: Callable[[], None] | None = None
+) -> Parts:
+    """Build every part of one process; SettingsError for settings that cannot work.
+
+    ``on_leader_gone``: how a follower process begins its shutdown when its leader goes.
+    """
+    # Files named by the settings first: a bad one is the error an operator sees.
+    auth = auth_policy(settings)
+    webhooks = WebhookReceiver(webhook_secret(settings), settings.ref)
+    data_dir = DataDir(root=Path(settings.data_dir))
+    credentials = git_credentials(settings)
+    mirror = GitMirror(
+        remote=settings.repo,
+        path=data_dir.mirror,
+        ref=settings.ref,
+        timeout=settings.git_timeout,
+        depth=settings.depth,
+        credentials=credentials,
+    )
+    limits = repo_limits(settings)
+    holder = SnapshotHolder()
+    fleet = FleetTable(capacity=settings.fleet_size, env_allow_list=settings.fleet_env)
+    sync_thread = OneThread("git-sync")
+    view_thread = OneThread("git-view")
+    leader: LeaderParts | None = None
+    follower: LeaderFollower | None = None
+    sync: SyncControl
+    is_leader = role.leader_link is None
+    # The leader checks signatures before it serves a commit; its followers need not.
+    signatures = (
+        SignaturePolicy(
+            gnupg_home=data_dir.gnupg,
+            gpg_keys=settings.trusted_gpg_keys,
+            allowed_signers=settings.allowed_signers,
+        )
+        if settings.require_signed_commits and is_leader
+        else None
+    )
+    builder = SnapshotBuilder(
+        mirror=mirror,
+        # Blobs and parsed files of the last commit, so the next one reuses them.
+        reader=MirrorReader(mirror, parse_memo=ParseMemo()),
+        subdir=settings.path,
+        limits=limits,
+        secrets=SecretSource(settings.secrets_dir),
+        signatures=signatures,
+    )
+    if role.leader_link is None:
+        syncer = Syncer(
+            mirror=mirror,
+            builder=builder,
+            holder=holder,
+            last_good=LastGoodRecord(
+                data_dir.state, remote=mirror.remote_for_display, ref=settings.ref
+            ),
+            sync_thread=sync_thread,
+            schedule=PollSchedule(
+                interval=settings.poll_interval, max_backoff=settings.max_backoff
+            ),
+        )
+        leader = LeaderParts(lock=DataDirLock(data_dir.lock), syncer=syncer, signatures=signatures)
+        sync = syncer
+    else:
+        if on_leader_gone is None:
+            raise SettingsError("a follower process needs to know how to stop")
+        follower = LeaderFollower(
+            builder=builder,
+            holder=holder,
+            build_thread=sync_thread,
+            link=role.leader_link,
+            fleet=fleet,
+            on_leader_gone=on_leader_gone,
+        )
+        sync = follower
+    started_at = time.time()
+    metrics_dir = metrics_dir_in_use() if settings.workers > 1 else None
+    metrics = Metrics(str(metrics_dir) if metrics_dir is not None else None)
+    metrics.registry.register(
+        StateCollector(
+            holder=holder,
+            syncer=sync,
+            fleet=fleet,
+            started_at=started_at,
+            stale_after=settings.stale_after,
+            ref=settings.ref,
+        )
+    )
+    return Parts(
+        settings=settings,
+        role=role,
+        started_at=started_at,
+        holder=holder,
+        mirror=mirror,
+        sync=sync,
+        leader=leader,
+        follower=follower,
+        viewer=CommitViewer(
+            mirror=mirror, view_thread=view_thread, subdir=settings.path, limits=limits
+        ),
+        sync_thread=sync_thread,
+        view_thread=view_thread,
+        fleet=fleet,
+        metrics=metrics,
+        auth=auth,
+        webhooks=webhooks,
+        repo=RepoDescription(
+            remote=redact(mirror.remote),
+            ref=settings.ref,
+            path=settings.path,
+            credentials=credentials.describe(),
+        ),
+        body_limits=body_limits(settings),
+        metrics_dir=metrics_dir,
+    )

@@ -1,0 +1,10 @@
+"""Layer ``sync``: what is served. It owns the git threads and is the only writer of the
+served-snapshot reference (``state.SnapshotHolder``).
+
+``builder`` turns a commit into a snapshot or a rejection; ``syncer`` is the
+loop (triggers, coalescing, backoff, records, publish); ``viewer`` does git
+work that only shows, on its own thread, so that it never delays a sync.
+Blocking work runs on the sync thread (``base.tasks.OneThread``); the rest on
+the event loop. Never imports aiohttp or ``Settings``: the composition root
+hands it values. May import ``git``, ``config`` and ``base``.
+"""

@@ -1,0 +1,99 @@
+"""One commit of the mirror into a snapshot to serve, or into a rejection that says why.
+
+The stages, in order, each of which can end the build with a :class:`Rejection`:
+
+1. **verify**: with ``--require-signed-commits``, a good signature by a trusted key;
+2. **load**: the config set read from the commit's tree and validated (``config.loader``);
+3. **resolve**: every ``${secret:NAME}`` the config set refers to, from this server;
+4. **snapshot**: the answers built once (``config.snapshot``).
+
+A rejection in stage 3 is a server-side one (``RejectionKind.SERVER_SIDE``):
+defining the secret must be enough to serve the commit, so it is retried.
+Blocking: a builder runs on one thread (the sync thread, or a follower's),
+because its reader keeps caches from one commit to the next.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..base.issues import ConfigIssue
+from ..config.loader import RepoLimits
+from ..config.schema import Schema, load_schema
+from ..config.snapshot import CommitInfo, Snapshot
+from ..git.mirror import GitMirror, MirrorReader
+from ..git.signatures import SignaturePolicy
+from .secrets import SecretSource
+from .state import Rejection, RejectionKind
+
+
+class SnapshotBuilder:
+    def __init__(
+        self,
+        *,
+        mirror: GitMirror,
+        reader: MirrorReader,
+        subdir: str,
+        limits: RepoLimits,
+        secrets: SecretSource,
+        signatures: SignaturePolicy | None = None,
+    ) -> None:
+        self._mirror = mirror
+        self._reader = reader
+        self._subdir = subdir
+        self._limits = limits
+        self._secrets = secrets
+        self._signatures = signatures
+        self._schema: Schema | None = None
+
+    def prepare(self) -> Schema:
+        """Load the LMCache schema (importing lmcache takes a while: not on the event loop)."""
+        self._schema = load_schema()
+        return self._schema
+
+    @property
+    def schema(self) -> Schema:
+        if self._schema is None:
+            raise RuntimeError("SnapshotBuilder.prepare() has not run")
+        return self._schema
+
+    def build(self, sha: str) -> Snapshot | Rejection:
+        """The snapshot of ``sha``, or its rejection; MirrorDamaged when it cannot be read."""
+        refusal = self._verify(sha)
+        if refusal is not None:
+            return refusal
+        info, config_set, issues = self._reader.load_commit(
+            sha, self._subdir, self.schema, self._limits
+        )
+        if config_set is None:
+            return _rejection(info, issues, RejectionKind.CONTENT)
+        secrets, secret_issues = self._secrets.resolve(config_set)
+        if secret_issues:
+            return _rejection(info, [*issues, *secret_issues], RejectionKind.SERVER_SIDE)
+        return Snapshot(
+            commit=info,
+            config_set=config_set,
+            loaded_at=time.time(),
+            schema_source=self.schema.source,
+            secrets=secrets,
+        )
+
+    def _verify(self, sha: str) -> Rejection | None:
+        if self._signatures is None:
+            return None
+        refusal = self._signatures.check(self._mirror.path, sha)
+        if refusal is None:
+            return None
+        issue = ConfigIssue(path=".", line=1, column=1, message=refusal)
+        return _rejection(self._mirror.commit_info(sha), [issue], RejectionKind.CONTENT)
+
+    def secrets_changed(self, snapshot: Snapshot | None) -> bool:
+        """Whether the served snapshot's secrets resolve differently now (a rotation)."""
+        if snapshot is None or not snapshot.secret_names:
+            return False
+        resolved, issues = self._secrets.resolve(snapshot.config_set)
+        return bool(issues) or resolved != snapshot.secrets_for_comparison()
+
+
+def _rejection(info: CommitInfo, issues: list[ConfigIssue], kind: RejectionKind) -> Rejection:
+    return Rejection(commit=info, issues=tuple(sorted(issues)), rejected_at=time.time(), kind=kind)

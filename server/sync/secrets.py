@@ -1,0 +1,84 @@
+"""Server-side secrets for ``${secret:NAME}`` references in config values.
+
+Secrets never live in git: a value such as ``"lm://user:${secret:cache-password}@cache:65432"``
+is resolved when a snapshot is built, from ``--secrets-dir`` (one file per
+secret, named after it, as Kubernetes mounts a Secret) or else from the
+environment variable ``LMCACHE_CONFIG_SERVER_SECRET_<NAME>`` (upper case, with
+``.`` and ``-`` as ``_``). A reference that resolves nowhere rejects the commit.
+Resolved values appear only in /config answers; everything else shows the reference.
+Blocking (it reads files): used on the sync thread.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..base.errors import SecretUnreadable
+from ..base.issues import ConfigIssue
+from ..config.model import ConfigSet
+
+ENV_PREFIX = "LMCACHE_CONFIG_SERVER_SECRET_"
+
+
+def secret_env_var(name: str) -> str:
+    return ENV_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
+class SecretSource:
+    def __init__(self, directory: str, environ: Mapping[str, str] | None = None) -> None:
+        self.directory = Path(directory) if directory else None
+        self._environ = os.environ if environ is None else environ
+
+    def lookup(self, name: str) -> str | None:
+        """The secret's value, None when it is defined nowhere; SecretUnreadable when broken."""
+        if self.directory is not None:
+            candidate = self.directory / name
+            if candidate.is_file():
+                try:
+                    return candidate.read_text("utf-8").removesuffix("\n")
+                except (OSError, UnicodeDecodeError) as exc:
+                    # Never the exception's text: a decode error quotes the secret's bytes.
+                    kind = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "unreadable"
+                    raise SecretUnreadable(f"secret file {candidate} is {kind}") from None
+        return self._environ.get(secret_env_var(name))
+
+    def resolve(self, config_set: ConfigSet) -> tuple[dict[str, str], list[ConfigIssue]]:
+        """Every secret the config set refers to, or an issue at each unresolved use."""
+        files = config_set.all_files()
+        resolved: dict[str, str] = {}
+        issues: list[ConfigIssue] = []
+        for config_file in files:
+            for setting in config_file.all_settings():
+                for name in setting.secrets:
+                    if name not in resolved:
+                        try:
+                            value = self.lookup(name)
+                        except SecretUnreadable as unreadable:
+                            issues.append(
+                                ConfigIssue(
+                                    path=setting.origin.path,
+                                    line=setting.origin.line,
+                                    column=1,
+                                    message=f"secret '{name}': {unreadable.message}",
+                                )
+                            )
+                            continue
+                        if value is None:
+                            where = f"no file {self.directory / name}, " if self.directory else ""
+                            issues.append(
+                                ConfigIssue(
+                                    path=setting.origin.path,
+                                    line=setting.origin.line,
+                                    column=1,
+                                    message=(
+                                        f"secret '{name}' is not defined on this server "
+                                        f"({where}no variable {secret_env_var(name)})"
+                                    ),
+                                )
+                            )
+                            continue
+                        resolved[name] = value
+        return resolved, issues

@@ -1,0 +1,125 @@
+"""What syncing has done, as typed values: triggers, results, records, rejections, the served cell.
+
+Every sync attempt ends in one :class:`SyncRecord`; ``/status``, ``/metrics``
+and the dashboard read :class:`SyncState`. Triggers and results are string
+enums, so that records print, compare and serialise as the plain strings
+they always were (``"poll"``, ``"unchanged"``).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import enum
+
+from ..base.issues import ConfigIssue
+from ..config.snapshot import CommitInfo, Snapshot
+
+RECENT_SYNCS = 20
+
+
+class SyncTrigger(enum.StrEnum):
+    """What started a sync."""
+
+    RESTORE = "restore"  # the last good commit, from the data dir, before any fetch
+    STARTUP = "startup"
+    POLL = "poll"
+    WATCH = "watch"  # the local upstream's refs moved
+    WEBHOOK = "webhook"
+    MANUAL = "manual"  # POST /admin/refresh
+
+
+class SyncResult(enum.StrEnum):
+    """What came of a sync."""
+
+    RESTORED = "restored"  # the last good commit is served again after a restart
+    UPDATED = "updated"  # a new commit is served
+    UNCHANGED = "unchanged"
+    REJECTED = "rejected"  # the tip failed validation; the last good commit keeps serving
+    FAILED = "failed"  # git or the server failed; retried with backoff
+
+
+class RejectionKind(enum.Enum):
+    """Why a commit was rejected, which says what happens next."""
+
+    # The commit itself is wrong: it is not tried again until the ref moves.
+    CONTENT = "content"
+    # This server's state is (also) at fault, e.g. a secret it does not define: retried at
+    # each sync, since fixing the server rather than the commit must be enough.
+    SERVER_SIDE = "server_side"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SyncRecord:
+    trigger: SyncTrigger
+    started_at: float
+    finished_at: float
+    result: SyncResult
+    old_commit: str | None
+    new_commit: str | None
+    error: str | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Rejection:
+    commit: CommitInfo
+    issues: tuple[ConfigIssue, ...]
+    rejected_at: float
+    kind: RejectionKind = RejectionKind.CONTENT
+
+    @property
+    def retried(self) -> bool:
+        """Whether the next sync tries the same commit again."""
+        return self.kind is RejectionKind.SERVER_SIDE
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "commit": self.commit.as_json(),
+            "rejected_at": self.rejected_at,
+            "errors": [str(issue) for issue in self.issues],
+        }
+
+
+@dataclasses.dataclass(kw_only=True)
+class SyncState:
+    """What /status reports about syncing. Touched only on the event loop."""
+
+    last_sync: SyncRecord | None = None
+    last_success_at: float | None = None
+    last_rejection: Rejection | None = None
+    consecutive_failures: int = 0
+    next_poll_at: float | None = None
+    backoff_seconds: float = 0.0
+    coalesced: int = 0  # sync requests folded into one already queued
+    watching: str | None = None  # the local upstream git dir being watched
+    task_error: str | None = None
+    recent: collections.deque[SyncRecord] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=RECENT_SYNCS)
+    )
+    # Totals since startup, by trigger: for /metrics.
+    attempts: collections.Counter[SyncTrigger] = dataclasses.field(
+        default_factory=collections.Counter
+    )
+    failures: collections.Counter[SyncTrigger] = dataclasses.field(
+        default_factory=collections.Counter
+    )
+    rejected_commits: int = 0
+
+
+class SnapshotHolder:
+    """The one mutable cell: the snapshot being served. Replaced whole, never edited.
+
+    Only the sync loop (or, in a follower process, the loop that follows the
+    leader) assigns ``current``; everything else reads it once per use.
+    """
+
+    def __init__(self) -> None:
+        self.current: Snapshot | None = None
+
+    @property
+    def served_sha(self) -> str | None:
+        snapshot = self.current
+        return snapshot.commit.sha if snapshot is not None else None

@@ -1,0 +1,349 @@
+"""The sync loop: keeps the served snapshot in step with the remote, off the event loop.
+
+Its git work (fetch, resolve, build) runs on the sync thread; the event loop
+only swaps the finished snapshot in. A fetch that fails or hangs (it is killed
+after ``--git-timeout``) never touches the snapshot being served. At most one
+sync runs and one waits, whatever the triggers: bursts coalesce. A commit
+rejected for its content is not tried again until the ref moves; one rejected
+for this server's state is retried at each sync. Every attempt ends in one
+``SyncRecord``, one log line and one count in ``SyncState``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Callable
+
+from ..base.errors import GitError, MirrorDamaged, NotReady
+from ..base.logs import log_event
+from ..base.tasks import OneThread, guarded_task
+from ..config.snapshot import Snapshot
+from ..git.data_dir import LastGoodRecord
+from ..git.mirror import GitMirror
+from .builder import SnapshotBuilder
+from .state import Rejection, SnapshotHolder, SyncRecord, SyncResult, SyncState, SyncTrigger
+
+log = logging.getLogger("server.sync")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PollSchedule:
+    """How often to fetch, and how far to back off while fetches fail."""
+
+    interval: float
+    max_backoff: float
+
+
+class Syncer:
+    """The leader's sync loop; the only writer of the served snapshot in its process."""
+
+    def __init__(
+        self,
+        *,
+        mirror: GitMirror,
+        builder: SnapshotBuilder,
+        holder: SnapshotHolder,
+        last_good: LastGoodRecord,
+        sync_thread: OneThread,
+        schedule: PollSchedule,
+    ) -> None:
+        self.mirror = mirror
+        self.holder = holder
+        self.state = SyncState()
+        self._builder = builder
+        self._last_good = last_good
+        self._thread = sync_thread
+        self._schedule = schedule
+        self._sync_lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._queued_trigger: SyncTrigger | None = None
+        self._waiters: list[asyncio.Future[SyncRecord]] = []
+        self.first_attempt_done = asyncio.Event()
+        # Bumped each time a snapshot is published (a new commit, or the same commit with
+        # rotated secrets): the follower processes rebuild when it moves.
+        self.generation = 0
+        # Called on the event loop after every sync outcome (the follower pool relays it).
+        self.listeners: list[Callable[[], None]] = []
+
+    # -- lifecycle (driven by the app's cleanup_ctx) --
+
+    def start(self) -> None:
+        self._task = guarded_task(self._run(), name="config-sync", log=log, on_crash=self._crashed)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for waiter in self._waiters:
+            waiter.cancel()
+
+    def _crashed(self, error: BaseException) -> None:
+        """A dead sync loop must be loud and visible; the last snapshot keeps serving."""
+        self.state.task_error = f"{type(error).__name__} (see the server log)"
+        # Nobody may wait forever for a sync that will not come.
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(NotReady("the sync task crashed; see /status"))
+        self._waiters = []
+
+    async def _run(self) -> None:
+        await self._thread.run(self._prepare)
+        try:
+            await self.restore()
+        except Exception:  # restoring is a head start, never a reason to stop syncing
+            log.exception("restoring the last good commit failed; syncing from the remote")
+        trigger = SyncTrigger.STARTUP
+        while True:
+            waiters, self._waiters = self._waiters, []
+            record = await self.sync(trigger)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(record)
+            self.first_attempt_done.set()
+            trigger = await self._wait_for_trigger()
+
+    def _prepare(self) -> None:
+        schema = self._builder.prepare()
+        log.info("LMCache schema: %s (%d fields)", schema.source, len(schema.fields))
+        # We hold the data dir lock, so any git lock file in the mirror is a leftover of a
+        # process killed mid-fetch; left in place it would fail every later fetch.
+        for leftover in self.mirror.remove_stale_locks():
+            log.warning("removed stale git lock file %s (left by an interrupted fetch)", leftover)
+
+    # -- triggers --
+
+    async def _wait_for_trigger(self) -> SyncTrigger:
+        """Sleep until the next poll, or until someone asks for a sync; return the trigger."""
+        delay = self._next_delay()
+        self.state.next_poll_at = time.time() + delay if delay is not None else None
+        if not self._wake.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+        self._wake.clear()
+        trigger, self._queued_trigger = self._queued_trigger, None
+        return trigger or SyncTrigger.POLL
+
+    def _next_delay(self) -> float | None:
+        """Seconds to the next poll; None when the ref is a commit that is already served."""
+        if self._pinned_and_served():
+            return None  # a pinned commit cannot change: nothing to poll
+        base = self._schedule.interval
+        failures = self.state.consecutive_failures
+        if failures:
+            cap = max(base, self._schedule.max_backoff)
+            base = min(base * 2**failures, cap)
+        self.state.backoff_seconds = base if failures else 0.0
+        # Jitter so that replicas started together do not fetch in step.
+        return base * random.uniform(0.9, 1.1)  # noqa: S311 - not security related
+
+    def _pinned_and_served(self) -> bool:
+        return self.mirror.ref_is_commit and self.holder.served_sha == self.mirror.ref
+
+    def request_sync(self, trigger: SyncTrigger) -> None:
+        """Ask for a sync soon, without waiting. Bursts coalesce into one queued sync."""
+        if self._queued_trigger is None:
+            self._queued_trigger = trigger
+        else:
+            self.state.coalesced += 1
+        self._wake.set()
+
+    async def refresh(self, trigger: SyncTrigger) -> SyncRecord:
+        """Ask for a sync and wait for one that started after this call."""
+        if self._task is None or self._task.done():
+            raise NotReady("the sync task is not running; see /status")
+        waiter: asyncio.Future[SyncRecord] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self.request_sync(trigger)
+        return await waiter
+
+    # -- on the sync thread --
+
+    def _restore_blocking(self) -> Snapshot | Rejection | None:
+        if not self.mirror.is_usable():
+            return None
+        sha = self._last_good.load()
+        try:
+            if sha is None or not self.mirror.has_commit(sha):
+                sha = self.mirror.resolve()
+            return self._builder.build(sha)
+        except MirrorDamaged as exc:
+            log.error("local mirror is damaged (%s); it will be cloned again", exc.message)
+            self.mirror.discard()
+            return None
+        except GitError:
+            return None
+        except Exception:  # restore is an optimisation: on any surprise, sync from scratch
+            log.exception("restoring from the local mirror failed; syncing instead")
+            return None
+
+    def _sync_blocking(
+        self, served: Snapshot | None, rejected: str | None, retry_rejected: bool
+    ) -> Snapshot | Rejection | str:
+        """Fetch and build; returns a new snapshot, a rejection, or the unchanged sha."""
+        served_sha = served.commit.sha if served is not None else None
+        self.mirror.ensure()
+        if not (self.mirror.ref_is_commit and served_sha == self.mirror.ref):
+            self.mirror.fetch()
+        tip = self.mirror.resolve()
+        if tip == served_sha and self._builder.secrets_changed(served):
+            return self._builder.build(tip)  # same commit, rotated secret: rebuild the answers
+        if tip == served_sha or (tip == rejected and not retry_rejected):
+            return tip
+        try:
+            return self._builder.build(tip)
+        except MirrorDamaged:
+            # Objects we need are unreadable: start over from the remote, once.
+            self.mirror.discard()
+            self.mirror.ensure()
+            self.mirror.fetch()
+            return self._builder.build(self.mirror.resolve())
+
+    # -- on the event loop --
+
+    async def _publish(self, snapshot: Snapshot, record: SyncRecord) -> SyncRecord:
+        """Swap the snapshot in; the record is kept in the same loop step, then saved."""
+        self.holder.current = snapshot
+        self.generation += 1
+        self._keep(record)
+        try:
+            await self._thread.run(self._last_good.save, snapshot.commit.sha)
+        except OSError as exc:  # e.g. a full disk: keep serving; only restarts lose out
+            log.error("could not record the last good commit in the data dir: %s", exc)
+        return record
+
+    async def restore(self) -> None:
+        """Serve the last good commit from an existing mirror, before any network access."""
+        started = time.time()
+        outcome = await self._thread.run(self._restore_blocking)
+        if isinstance(outcome, Snapshot):
+            record = _record(
+                SyncTrigger.RESTORE, started, SyncResult.RESTORED, None, outcome.commit.sha
+            )
+            await self._publish(outcome, record)
+        elif isinstance(outcome, Rejection):
+            self._reject(outcome)
+            self._notify()
+
+    async def sync(self, trigger: SyncTrigger) -> SyncRecord:
+        """Fetch, validate and publish once. Concurrent calls wait for each other."""
+        async with self._sync_lock:
+            started = time.time()
+            served = self.holder.current
+            old = self.holder.served_sha
+            last = self.state.last_rejection
+            rejected = last.commit.sha if last is not None else None
+            retry = last is not None and last.retried
+            try:
+                outcome = await self._thread.run(self._sync_blocking, served, rejected, retry)
+            except GitError as exc:
+                self.state.consecutive_failures += 1
+                return self._keep(
+                    _record(trigger, started, SyncResult.FAILED, old, old, exc.message)
+                )
+            except Exception as exc:  # never let one bad sync end the sync loop
+                log.exception(
+                    "sync (%s) failed unexpectedly; still serving the last snapshot", trigger
+                )
+                self.state.consecutive_failures += 1
+                # The type only: an exception's text may quote what it choked on (a secret).
+                error = f"unexpected {type(exc).__name__}; see the server log"
+                return self._keep(_record(trigger, started, SyncResult.FAILED, old, old, error))
+            self.state.consecutive_failures = 0
+            self.state.backoff_seconds = 0.0
+            self.state.last_success_at = time.time()
+            if isinstance(outcome, str):
+                result = (
+                    SyncResult.REJECTED
+                    if outcome == rejected and outcome != old
+                    else SyncResult.UNCHANGED
+                )
+                return self._keep(_record(trigger, started, result, old, old))
+            if isinstance(outcome, Rejection):
+                self._reject(outcome)
+                return self._keep(
+                    _record(
+                        trigger,
+                        started,
+                        SyncResult.REJECTED,
+                        old,
+                        old,
+                        f"{len(outcome.issues)} error(s)",
+                    )
+                )
+            record = _record(trigger, started, SyncResult.UPDATED, old, outcome.commit.sha)
+            return await self._publish(outcome, record)
+
+    def _reject(self, rejection: Rejection) -> None:
+        self.state.last_rejection = rejection
+        self.state.rejected_commits += 1
+        served = self.holder.served_sha
+        log.error(
+            "commit %s rejected (%d error(s)); still serving %s:\n  %s",
+            rejection.commit.sha[:12],
+            len(rejection.issues),
+            served[:12] if served else "nothing",
+            "\n  ".join(str(issue) for issue in rejection.issues),
+        )
+
+    def _keep(self, record: SyncRecord) -> SyncRecord:
+        self.state.last_sync = record
+        self.state.recent.append(record)
+        self.state.attempts[record.trigger] += 1
+        if record.result is SyncResult.FAILED:
+            self.state.failures[record.trigger] += 1
+        self._log(record)
+        self._notify()
+        return record
+
+    def _notify(self) -> None:
+        for listener in self.listeners:
+            try:
+                listener()
+            except Exception:  # a listener's bug must not end the sync loop
+                log.exception("a sync listener failed")
+
+    def _log(self, record: SyncRecord) -> None:
+        """The one line per sync: what triggered it, what came of it, what is served now."""
+        level = logging.WARNING if record.result is SyncResult.FAILED else logging.INFO
+        snapshot = self.holder.current
+        changed = record.result in {SyncResult.UPDATED, SyncResult.RESTORED}
+        log_event(
+            log,
+            level,
+            "sync",
+            {
+                "trigger": record.trigger.value,
+                "result": record.result.value,
+                "serving": record.new_commit[:12] if record.new_commit else None,
+                "was": record.old_commit[:12] if record.old_commit else None,
+                "ms": round((record.finished_at - record.started_at) * 1000, 1),
+                "subject": snapshot.commit.subject if changed and snapshot else None,
+                "error": record.error,
+            },
+        )
+
+
+def _record(  # noqa: PLR0917 - private, called with the record's fields in order
+    trigger: SyncTrigger,
+    started: float,
+    result: SyncResult,
+    old: str | None,
+    new: str | None,
+    error: str | None = None,
+) -> SyncRecord:
+    return SyncRecord(
+        trigger=trigger,
+        started_at=started,
+        finished_at=time.time(),
+        result=result,
+        old_commit=old,
+        new_commit=new,
+        error=error,
+    )

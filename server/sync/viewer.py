@@ -1,0 +1,73 @@
+"""Git work that only shows: the history of an app, and snapshots of past commits.
+
+It runs on the view thread, never on the sync thread, so that a long history
+walk or a dashboard link to an old commit never delays the sync that decides
+what workers get. It reads the mirror with a reader (and a history memo) of
+its own, and never changes the mirror. Every process has one, the followers
+of ``--workers N`` too.
+"""
+
+from __future__ import annotations
+
+import time
+
+import git
+
+from ..base.errors import GitError, InvalidParameter
+from ..base.redact import redact
+from ..base.tasks import OneThread
+from ..config.loader import RepoLimits
+from ..config.schema import load_schema
+from ..config.snapshot import Snapshot
+from ..git.history import AppHistory, FingerprintMemo, app_history
+from ..git.mirror import GitMirror, MirrorReader
+
+
+class CommitViewer:
+    def __init__(
+        self, *, mirror: GitMirror, view_thread: OneThread, subdir: str, limits: RepoLimits
+    ) -> None:
+        self._mirror = mirror
+        self._thread = view_thread
+        self._subdir = subdir
+        self._limits = limits
+        self._reader = MirrorReader(mirror)
+        # Effective-config fingerprints per config tree, for /history; view thread only.
+        self._history_memo = FingerprintMemo()
+
+    async def history(self, app_id: str, start: str, limit: int) -> AppHistory:
+        """Commits up to ``start`` that changed ``app_id``'s config, newest first."""
+        try:
+            return await self._thread.run(self._history_blocking, app_id, start, limit)
+        except (git.GitError, ValueError) as exc:
+            raise GitError(redact(f"reading the history of {start[:12]} failed: {exc}")) from None
+
+    def _history_blocking(self, app_id: str, start: str, limit: int) -> AppHistory:
+        with self._mirror.open() as repo:
+            return app_history(
+                repo,
+                start,
+                self._subdir,
+                load_schema(),
+                app_id,
+                limit=limit,
+                memo=self._history_memo,
+                limits=self._limits,
+            )
+
+    async def snapshot_at(self, rev: str) -> Snapshot:
+        """A snapshot of any commit in the mirror (for viewing), secrets left unresolved."""
+        return await self._thread.run(self._snapshot_blocking, rev)
+
+    def _snapshot_blocking(self, rev: str) -> Snapshot:
+        schema = load_schema()
+        sha = self._mirror.resolve_rev(rev)
+        info, config_set, issues = self._reader.load_commit(sha, self._subdir, schema, self._limits)
+        if config_set is None:
+            raise InvalidParameter(
+                f"commit {sha[:12]} did not pass validation ({len(issues)} error(s)); "
+                "it was never served"
+            )
+        return Snapshot(
+            commit=info, config_set=config_set, loaded_at=time.time(), schema_source=schema.source
+        )

@@ -1,0 +1,86 @@
+"""``/config``: the endpoint LMCache workers call at startup.
+
+It reads the current snapshot reference once and answers from it alone, so
+every answer comes from exactly one commit; nothing on this path touches git
+or the disk. Request bodies carry the worker's whole environment: they are
+parsed, used for rule matching, and dropped. Neither they nor env values are
+ever logged (only the names of variables a matching rule read), and the fleet
+table copies only allow-listed variables out of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+
+from ..base.errors import AccessDenied, NotReady, UnknownApp
+from ..base.logs import Fields
+from ..ops.metrics import INVALID_APP, app_label
+from .keys import ACCESS_LOG_FIELDS, APP_LABEL, BODY_LIMITS, FLEET, SETTINGS, SNAPSHOTS
+from .params import parse_app_id
+from .request_body import parse_body
+
+log = logging.getLogger("server.access")
+
+
+async def handle_config(request: web.Request) -> web.Response:
+    request[APP_LABEL] = INVALID_APP
+    app_id = parse_app_id(request)
+    snapshot = request.app[SNAPSHOTS].current
+    request[APP_LABEL] = app_label(snapshot, app_id)
+    if snapshot is None:
+        raise NotReady("no validated commit loaded yet; see /status")
+    settings = request.app[SETTINGS]
+    plan = snapshot.plan(app_id)
+    if settings.strict_apps and not plan.known:
+        raise UnknownApp(
+            f"no apps/{app_id}.yaml in commit {snapshot.commit.sha[:12]}"
+            if app_id
+            else "appId is required (--strict-apps)"
+        )
+    # The body is checked whole even when no rule reads it, so a malformed one is never
+    # accepted; current_config is built only when a rule or access condition reads it.
+    answer = snapshot.fixed_answer(app_id)
+    body = parse_body(await request.read(), request.app[BODY_LIMITS], need_config=answer is None)
+    if answer is None:
+        try:
+            answer = snapshot.answer(app_id, body.env, body.config())
+        except AccessDenied as denied:
+            # The message names variables only, never their values.
+            log.warning("config app=%s denied: %s", app_id or "-", denied.message)
+            raise
+    request.app[FLEET].record(
+        app_id=app_id,
+        env=body.env,
+        instance_id=body.instance_id,
+        peer=request.remote,
+        commit=snapshot.commit.sha,
+        now=time.time(),
+    )
+    if settings.access_log:  # the fields only the access log line reads
+        access: Fields = {
+            "app": app_id,
+            "known": answer.app_known,
+            "commit": snapshot.commit.sha[:12],
+            "rules": ",".join(answer.applied_rules) or None,
+            "env_used": ",".join(answer.env_names_used) or None,
+        }
+        request[ACCESS_LOG_FIELDS] = access
+    elif not answer.app_known and snapshot.first_sighting_of_unknown(app_id):
+        log.warning(
+            "unknown app %s at commit %s: serving the global layer",
+            app_id or "-",
+            snapshot.commit.sha[:12],
+        )
+    return web.Response(
+        body=answer.body,
+        content_type="application/json",
+        headers={"X-Config-Version": snapshot.commit.sha},
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_route("GET", "/config", handle_config)
+    app.router.add_route("POST", "/config", handle_config)

@@ -1,0 +1,44 @@
+"""What handlers share to read a request and to answer an error: parameters and JSON errors.
+
+The middleware, authorization and every handler use these, so no part of the
+web layer imports a handler module for its helpers.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..base.errors import InvalidAppId, InvalidParameter
+from ..config.names import check_app_id
+
+HISTORY_DEFAULT_LIMIT = 20
+HISTORY_MAX_LIMIT = 200
+
+
+def json_error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response(
+        {"error": {"status": status, "code": code, "message": message}}, status=status
+    )
+
+
+def parse_app_id(request: web.Request, name: str = "appId") -> str | None:
+    """The app id in query parameter ``name``; None when absent or empty; 400 when bad."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise InvalidAppId(f"{name} is given more than once")
+    if not values or values[0] == "":
+        return None
+    return check_app_id(values[0], name)
+
+
+def parse_limit(request: web.Request) -> int:
+    raw = request.query.get("limit", str(HISTORY_DEFAULT_LIMIT))
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= HISTORY_MAX_LIMIT:
+        raise InvalidParameter(
+            f"limit must be a whole number from 1 to {HISTORY_MAX_LIMIT}, got {raw[:20]!r}"
+        )
+    return limit

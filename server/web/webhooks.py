@@ -1,0 +1,133 @@
+"""Push webhooks from GitHub, GitLab and Gitea: verify, then ask for a sync at once.
+
+Every request must prove it knows the shared secret before its body is even
+parsed: GitHub sends an HMAC-SHA256 of the body in ``X-Hub-Signature-256``,
+Gitea in ``X-Gitea-Signature``, GitLab sends the secret itself in
+``X-Gitlab-Token``. Without a configured secret every webhook is refused:
+an unauthenticated endpoint that makes the server fetch is an invitation to
+abuse. A valid push to the served ref queues a sync and answers 202 at once
+(bursts coalesce in the syncer); a push to another ref is acknowledged and
+ignored; a delivery id seen before is acknowledged and ignored.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import hmac
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from ..base.errors import BodyTooLarge, MalformedBody, Unauthorized, WebhookDisabled
+from ..settings import env_var_name
+
+log = logging.getLogger("server.webhooks")
+
+# Providers cap push payloads at a few MB (GitHub: 25 MB); config repo pushes are small.
+MAX_WEBHOOK_BYTES = 5 * 1024 * 1024
+_REMEMBERED_DELIVERIES = 1000
+
+# Header that names the event, by provider; Gitea also sends GitHub's headers, so it
+# is recognised first.
+_EVENT_HEADERS = (
+    ("gitea", "X-Gitea-Event"),
+    ("gitlab", "X-Gitlab-Event"),
+    ("github", "X-GitHub-Event"),
+)
+_DELIVERY_HEADERS = {
+    "gitea": "X-Gitea-Delivery",
+    "gitlab": "X-Gitlab-Event-UUID",
+    "github": "X-GitHub-Delivery",
+}
+PROVIDERS = tuple(name for name, _ in _EVENT_HEADERS)
+
+
+def _hmac_hex(secret: bytes, body: bytes) -> str:
+    return hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def signature_valid(provider: str, secret: bytes, headers: Any, body: bytes) -> bool:
+    if provider == "github":
+        given = headers.get("X-Hub-Signature-256", "")
+        prefix = "sha256="
+        return given.startswith(prefix) and hmac.compare_digest(
+            given[len(prefix) :].encode(), _hmac_hex(secret, body).encode()
+        )
+    if provider == "gitea":
+        given = headers.get("X-Gitea-Signature", "")
+        return bool(given) and hmac.compare_digest(given.encode(), _hmac_hex(secret, body).encode())
+    if provider == "gitlab":
+        given = headers.get("X-Gitlab-Token", "")
+        return bool(given) and hmac.compare_digest(given.encode(), secret)
+    return False
+
+
+def detect_provider(headers: Any) -> str | None:
+    for name, header in _EVENT_HEADERS:
+        if header in headers:
+            return name
+    return None
+
+
+class WebhookReceiver:
+    """Holds the secret and the recently seen delivery ids."""
+
+    def __init__(self, secret: bytes | None, served_ref: str) -> None:
+        self.secret = secret
+        self.served_ref = served_ref
+        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    def wanted_refs(self) -> set[str]:
+        return {f"refs/heads/{self.served_ref}", f"refs/tags/{self.served_ref}"}
+
+    def first_delivery(self, delivery_id: str) -> bool:
+        """True the first time a delivery id is seen (bounded memory)."""
+        if not delivery_id:
+            return True
+        if delivery_id in self._seen:
+            return False
+        self._seen[delivery_id] = None
+        if len(self._seen) > _REMEMBERED_DELIVERIES:
+            self._seen.popitem(last=False)
+        return True
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """The body, refusing more than ``limit`` bytes without buffering them."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"webhook body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def check_and_parse(
+    receiver: WebhookReceiver, provider: str, headers: Any, body: bytes
+) -> tuple[str, dict[str, Any]]:
+    """Verify a delivery and return (event name, payload); raise a JSON-mapped error."""
+    if receiver.secret is None:
+        raise WebhookDisabled(
+            f"webhooks are disabled: set {env_var_name('webhook_secret')} or "
+            "--webhook-secret-file, and the same secret in the git host's webhook"
+        )
+    if not signature_valid(provider, receiver.secret, headers, body):
+        log.warning("webhook (%s) refused: missing or bad signature", provider)
+        raise Unauthorized(f"missing or invalid {provider} webhook signature")
+    event = headers.get(dict(_EVENT_HEADERS)[provider], "")
+    try:
+        payload = json.loads(body) if body.strip() else {}
+    except ValueError as exc:
+        raise MalformedBody(f"webhook body is not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise MalformedBody("webhook body must be a JSON object")
+    return event, payload
+
+
+def delivery_id(provider: str, headers: Any) -> str:
+    return str(headers.get(_DELIVERY_HEADERS[provider], ""))
