@@ -1,0 +1,1 @@
+"""Tests of ``server/base/``: log lines and credential redaction, seen from real servers."""

@@ -1,0 +1,1 @@
+"""Tests of ``server/cli/``: the command line, ``serve`` and ``validate``."""

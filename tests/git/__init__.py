@@ -1,0 +1,1 @@
+"""Tests of ``server/git/``: fetching over HTTP and ssh, signed commits, the fast readers."""

@@ -1,0 +1,1 @@
+"""Tests of ``server/ops/``: what operators read (the fleet table, metrics)."""

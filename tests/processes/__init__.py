@@ -1,0 +1,1 @@
+"""Tests of ``server/processes/``: ``--workers N``, a leader and its followers."""

@@ -1,0 +1,1 @@
+"""Tests of ``server/run/`` (and ``server/settings.py``): settings, TLS, SIGTERM, deploy/."""

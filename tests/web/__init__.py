@@ -1,0 +1,1 @@
+"""Tests of ``server/web/``: the HTTP endpoints, authorization, the dashboard, hostile input."""
