@@ -7,13 +7,7 @@ from typing import Any
 
 import yaml
 
-
-class AssignmentProblem(ValueError):
-    """A line that is not ``NAME=VALUE``; ``line`` is what was given."""
-
-    def __init__(self, line: str) -> None:
-        super().__init__(line)
-        self.line = line
+from .errors import AssignmentProblem
 
 
 def parse_assignments(lines: Iterable[str], *, typed: bool) -> dict[str, Any]:

@@ -21,10 +21,14 @@ what becomes of it::
     │   └── MirrorDamaged                    the mirror lacks objects: clone again
     │       └── TreeUnreadable               git could not list a tree or hand over a blob
     ├── SettingsError (startup: exit 2)      bad flags, environment or files
-    └── ContentProblem                       becomes a ConfigIssue of a rejected commit
-        ├── SourceProblem                    a file a source cannot hand over
-        ├── ValueProblem                     a value a field cannot take
-        └── SecretUnreadable                 a secret file that cannot be read as text
+    └── ContentProblem                       what a person wrote that cannot be taken;
+        │                                    the caller reports it in its own terms:
+        ├── SourceProblem                    a file a source cannot hand over     (an issue)
+        ├── ValueProblem                     a value a field cannot take          (an issue)
+        ├── SecretUnreadable                 a secret file not readable as text   (an issue)
+        └── AssignmentProblem                a line that is not NAME=VALUE (exit 2 or a 400)
+
+A call made out of order (a bug, never an input) raises ``RuntimeError``.
 """
 
 from __future__ import annotations
@@ -126,7 +130,7 @@ class SettingsError(ConfigServerError):
 
 
 class ContentProblem(ConfigServerError):
-    """A problem of one file or value; the loader turns it into a ConfigIssue."""
+    """A problem of one file, value or line; the caller turns it into an issue or an error."""
 
     code = "content_problem"
 
@@ -141,3 +145,11 @@ class ValueProblem(ContentProblem):
 
 class SecretUnreadable(ContentProblem):
     """A secret file exists but cannot be read as text (its bytes are never quoted)."""
+
+
+class AssignmentProblem(ContentProblem):
+    """A line that is not ``NAME=VALUE``; ``line`` is what was given."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__(f"expected NAME=VALUE, got {line!r}")
+        self.line = line

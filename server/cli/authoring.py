@@ -28,8 +28,8 @@ from typing import Any, TextIO
 import git
 from git import Repo
 
-from ..base.assignments import AssignmentProblem, parse_assignments
-from ..base.errors import AccessDenied, InvalidAppId, SettingsError
+from ..base.assignments import parse_assignments
+from ..base.errors import AccessDenied, AssignmentProblem, InvalidAppId, SettingsError
 from ..base.issues import ConfigIssue
 from ..config.effective import EffectiveSetting
 from ..config.explain import rule_outcomes

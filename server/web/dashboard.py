@@ -17,8 +17,8 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from ..base.assignments import AssignmentProblem, parse_assignments
-from ..base.errors import MalformedBody, NotReady
+from ..base.assignments import parse_assignments
+from ..base.errors import AssignmentProblem, MalformedBody, NotReady
 from ..config.effective import answer_items
 from ..config.explain import rule_outcomes
 from ..config.names import is_app_id

@@ -1,0 +1,55 @@
+"""Git work that serves and git work that only shows run on threads of their own.
+
+A sync (which decides what workers get) never waits behind a history walk or
+a past-commit view, and those never wait behind a fetch that hangs. Each test
+holds one thread busy with a call that blocks until released, and shows that
+the other kind of work goes on meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from server.sync.state import SyncTrigger
+from server.web.keys import VIEWER
+from tests.support.gitrepo import ConfigRepo
+from tests.support.servers import BASIC_APP, ServerFactory, values
+
+
+async def test_a_sync_goes_on_while_the_view_thread_is_busy(
+    config_repo: ConfigRepo, start_server: ServerFactory
+) -> None:
+    server = await start_server(config_repo.path)
+    release = threading.Event()
+    busy = asyncio.ensure_future(server.app[VIEWER]._thread.run(release.wait, 60))
+    try:
+        change = config_repo.commit_files(
+            {"apps/test-app.yaml": BASIC_APP.replace("chunk_size: 512", "chunk_size: 768")}
+        )
+        record = await asyncio.wait_for(server.syncer.refresh(SyncTrigger.MANUAL), timeout=30)
+        assert (record.result, record.new_commit) == ("updated", change)
+        assert values((await server.config())[1])["chunk_size"] == 768
+        assert not busy.done()  # the view thread was held all along
+    finally:
+        release.set()
+        await busy
+
+
+async def test_history_answers_while_the_sync_thread_is_busy(
+    config_repo: ConfigRepo, start_server: ServerFactory
+) -> None:
+    server = await start_server(config_repo.path)
+    release = threading.Event()
+    busy = asyncio.ensure_future(server.syncer._thread.run(release.wait, 60))
+    try:
+        response = await asyncio.wait_for(
+            server.client.get("/history", params={"app": "test-app"}), timeout=30
+        )
+        assert response.status == 200
+        history = await response.json()
+        assert [commit["sha"] for commit in history["commits"]] == [config_repo.head()]
+        assert not busy.done()  # the sync thread was held all along
+    finally:
+        release.set()
+        await busy
