@@ -202,6 +202,12 @@ class Settings:
         "Largest total size of a commit's config files, in bytes.",
         metavar="BYTES",
     )
+    max_rules_per_app: int = _setting(
+        256,
+        "Most rules that can apply to one app (its file's, global.yaml's and their fragments'). "
+        "Every request of the app is matched against each of them.",
+        metavar="N",
+    )
     log_level: str = _setting("info", "Log level: debug, info, warning or error.", metavar="LEVEL")
     access_log: bool = _setting(
         True,
@@ -418,7 +424,13 @@ def check_settings(settings: Settings) -> None:
         raise SettingsError("--git-timeout must be a positive number of seconds")
     if settings.max_body_bytes < 1024:
         raise SettingsError("--max-body-bytes must be at least 1024")
-    for name in ("max_env_vars", "max_json_depth", "max_yaml_file_bytes", "max_repo_files"):
+    for name in (
+        "max_env_vars",
+        "max_json_depth",
+        "max_yaml_file_bytes",
+        "max_repo_files",
+        "max_rules_per_app",
+    ):
         if getattr(settings, name) < 1:
             raise SettingsError(f"{flag_name(name)} must be at least 1")
     if settings.log_level.lower() not in {"debug", "info", "warning", "error"}:

@@ -30,8 +30,9 @@ Fields = Mapping[str, str | int | float | bool | None]
 # An incoming X-Request-Id is kept only when it looks like an id: no spaces, no
 # control characters, nothing that could forge a log line or carry a payload.
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+=-]{0,127}$")
-# A value with a blank or a quote is written JSON-quoted, so that lines split cleanly.
-_NEEDS_QUOTES = re.compile(r'[\s"]')
+# A value with a blank, a quote or a control character (an ANSI escape in a commit
+# subject) is written JSON-quoted, so that lines split cleanly and nothing is forged.
+_NEEDS_QUOTES = re.compile(r'[\s"\x00-\x1f\x7f-\x9f]')
 REQUEST_ID_HEADER = "X-Request-Id"
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .issues import ConfigIssue
+from .issues import ConfigIssue, quoted
 
 _STANDARD_TAGS = frozenset(
     "tag:yaml.org,2002:" + name
@@ -149,7 +149,7 @@ class YamlFile:
         for key_node, value_node in node.value:
             key = self.value(key_node) if isinstance(key_node, ScalarNode) else None
             if not isinstance(key, str):
-                self.report(key_node, f"keys of {what} must be strings, got {key!r}")
+                self.report(key_node, f"keys of {what} must be strings, got {quoted(key)}")
                 continue
             yield key, key_node, value_node
 

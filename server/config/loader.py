@@ -24,6 +24,10 @@ from .parser import parse_file
 from .schema import Schema
 from .sources import ConfigSource, DirectorySource, MemorySource
 
+# Fragments may include fragments; a chain longer than this is refused where it goes too
+# deep (every walk over includes stays far inside Python's recursion limit).
+MAX_INCLUDE_DEPTH = 32
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RepoLimits:
@@ -32,6 +36,8 @@ class RepoLimits:
     max_file_bytes: int = 1024 * 1024
     max_files: int = 50_000
     max_total_bytes: int = 256 * 1024 * 1024
+    # Each request is matched against every rule of its app: this bounds its CPU cost.
+    max_rules_per_app: int = 256
 
 
 class _LimitedReader:
@@ -158,7 +164,39 @@ def load_config_set(
     fragments = _load_fragments(roots, reader.read, parse_bytes, issues)
     if issues:
         return None, sorted(set(issues))
-    return ConfigSet(global_file=global_file, apps=apps, fragments=fragments), []
+    config_set = ConfigSet(global_file=global_file, apps=apps, fragments=fragments)
+    issues = _too_many_rules(config_set, limits.max_rules_per_app)
+    if issues:
+        return None, issues
+    return config_set, []
+
+
+def _too_many_rules(config_set: ConfigSet, limit: int) -> list[ConfigIssue]:
+    """An issue for each app (or the global layer) with more rules than ``limit``."""
+    issues: list[ConfigIssue] = []
+    global_rules = sum(len(config_file.rules) for config_file in config_set.layers(None))
+    # Too many in the global layer alone: say so once, not once per app.
+    targets: list[str | None] = [None] if global_rules > limit else [None, *config_set.apps]
+    for app_id in targets:
+        layers = config_set.layers(app_id)
+        count = sum(len(config_file.rules) for config_file in layers)
+        if count > limit and layers:
+            where = layers[-1]  # the app's own file, or global.yaml
+            whose = f"app '{app_id}'" if app_id is not None else "the global layer"
+            sources = ", ".join(config_file.path for config_file in layers)
+            issues.append(
+                ConfigIssue(
+                    path=where.path,
+                    line=1,
+                    column=1,
+                    message=(
+                        f"{count} rules apply to {whose} (from {sources}); "
+                        f"the limit is {limit} (--max-rules-per-app): each request is matched "
+                        "against every one"
+                    ),
+                )
+            )
+    return issues
 
 
 def _load_fragments(
@@ -184,6 +222,16 @@ def _load_fragments(
                 issues.append(include.issue(f"include cycle: {' -> '.join(cycle)}"))
                 continue
             if include.path in finished or include.path in unreadable:
+                continue
+            if len(stack) >= MAX_INCLUDE_DEPTH:
+                issues.append(
+                    include.issue(
+                        f"cannot include '{include.path}': the include chain is more than "
+                        f"{MAX_INCLUDE_DEPTH} fragments deep ({stack[0]} -> ... -> "
+                        f"{stack[-1]}); include the fragments from fewer levels"
+                    )
+                )
+                unreadable.add(include.path)
                 continue
             if include.path not in fragments:
                 try:

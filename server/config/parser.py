@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from yaml.nodes import Node
 
 from ..base.errors import ValueProblem
-from ..base.issues import ConfigIssue
+from ..base.issues import ConfigIssue, quoted
 from ..base.yaml_source import YamlFile, where
 from .model import Condition, ConfigFile, Include, Origin, Rule, Setting
 from .names import include_path_problem
@@ -73,7 +73,7 @@ class FileParser:
         for item in self.yaml.sequence(node, "include (a list of fragment paths)"):
             written = self.yaml.value(item)
             if not isinstance(written, str) or not written.strip():
-                self.yaml.report(item, f"an include must be a path string, got {written!r}")
+                self.yaml.report(item, f"an include must be a path string, got {quoted(written)}")
                 continue
             problem = include_path_problem(written)
             if problem:
@@ -199,7 +199,7 @@ class FileParser:
             or not 0 <= percent <= 100
         ):
             self.yaml.report(
-                percent_node, f"percent must be a number from 0 to 100, got {percent!r}"
+                percent_node, f"percent must be a number from 0 to 100, got {quoted(percent)}"
             )
             return None
         source, name = "config", DEFAULT_IDENTITY
@@ -210,7 +210,8 @@ class FileParser:
                 self.yaml.report(
                     by_node,
                     f"'by' must name the worker identity: a current_config field such as "
-                    f"{DEFAULT_IDENTITY}, or env:NAME for an environment variable; got {by!r}",
+                    f"{DEFAULT_IDENTITY}, or env:NAME for an environment variable; "
+                    f"got {quoted(by)}",
                 )
                 return None
             prefix, colon, rest = by.partition(":")
@@ -253,7 +254,7 @@ class FileParser:
                         self.yaml.report(
                             pattern_node,
                             f"env condition '{name}' must be a string or glob (environment "
-                            f"values are strings), got {pattern!r}; quote it",
+                            f"values are strings), got {quoted(pattern)}; quote it",
                         )
                         continue
                 else:

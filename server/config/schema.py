@@ -24,6 +24,7 @@ from importlib import resources
 from typing import Any
 
 from ..base.errors import ValueProblem
+from ..base.issues import quoted
 
 log = logging.getLogger("server.lmcache_schema")
 
@@ -95,6 +96,21 @@ class Schema:
         return _check(self.fields[key], value)
 
 
+# What a JSON integer may hold here: LMCache's integer fields are sizes, counts and
+# ports, and a bigger literal cannot even be written as JSON text by Python (which
+# refuses to print integers of more than 4,300 digits).
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+
+
+def _check_int_range(value: int, what: str) -> int:
+    if not INT_MIN <= value <= INT_MAX:
+        raise ValueProblem(
+            f"{what}: {quoted(value)} is out of range; integers must fit in 64 bits "
+            f"({INT_MIN} to {INT_MAX})"
+        )
+    return value
+
+
 def _type_name(value: Any) -> str:
     if isinstance(value, bool):
         return "boolean"
@@ -117,26 +133,28 @@ def _check_scalar(kind: str, value: Any, what: str) -> Any:
             return value
         if isinstance(value, str):
             raise ValueProblem(
-                f"{what} must be true or false, got the string {value!r}: the LMCache client "
+                f"{what} must be true or false, got the string {quoted(value)}: the LMCache client "
                 "reads every string except 'true' and '1' as false; write true or false unquoted"
             )
-        raise ValueProblem(f"{what} must be true or false, got {_type_name(value)} {value!r}")
+        raise ValueProblem(f"{what} must be true or false, got {_type_name(value)} {quoted(value)}")
     if kind == "int":
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
+            return _check_int_range(value, what)
         if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
             raise ValueProblem(
-                f"{what} must be an integer, got the string {value!r}; remove the quotes"
+                f"{what} must be an integer, got the string {quoted(value)}; remove the quotes"
             )
-        raise ValueProblem(f"{what} must be an integer, got {_type_name(value)} {value!r}")
+        raise ValueProblem(f"{what} must be an integer, got {_type_name(value)} {quoted(value)}")
     if kind == "float":
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, int):
+                _check_int_range(value, what)
             if not math.isfinite(value):
                 raise ValueProblem(
                     f"{what} must be a finite number: {value!r} cannot be sent in JSON"
                 )
             return float(value)
-        raise ValueProblem(f"{what} must be a number, got {_type_name(value)} {value!r}")
+        raise ValueProblem(f"{what} must be a number, got {_type_name(value)} {quoted(value)}")
     # str
     if isinstance(value, str):
         return value
@@ -144,16 +162,18 @@ def _check_scalar(kind: str, value: Any, what: str) -> Any:
     if isinstance(value, bool):
         hint = " (YAML reads unquoted yes/no/on/off/true/false as booleans)"
     raise ValueProblem(
-        f"{what} must be a string, got {_type_name(value)} {value!r}{hint}; quote the value"
+        f"{what} must be a string, got {_type_name(value)} {quoted(value)}{hint}; quote the value"
     )
 
 
 def _check_json(value: Any, where: str) -> Any:
-    if value is None or isinstance(value, (bool, int, str)):
+    if value is None or isinstance(value, (bool, str)):
         return value
+    if isinstance(value, int):
+        return _check_int_range(value, where)
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValueProblem(f"{where}: {value!r} cannot be sent in JSON")
+            raise ValueProblem(f"{where}: {quoted(value)} cannot be sent in JSON")
         return value
     if isinstance(value, list):
         return [_check_json(item, where) for item in value]
@@ -161,10 +181,14 @@ def _check_json(value: Any, where: str) -> Any:
         out = {}
         for key, item in value.items():
             if not isinstance(key, str):
-                raise ValueProblem(f"{where}: keys must be strings, got {_type_name(key)} {key!r}")
+                raise ValueProblem(
+                    f"{where}: keys must be strings, got {_type_name(key)} {quoted(key)}"
+                )
             out[key] = _check_json(item, f"{where}.{key}")
         return out
-    raise ValueProblem(f"{where}: {_type_name(value)} {value!r} cannot be sent in JSON; quote it")
+    raise ValueProblem(
+        f"{where}: {_type_name(value)} {quoted(value)} cannot be sent in JSON; quote it"
+    )
 
 
 def _check(spec: FieldSpec, value: Any) -> Any:
@@ -189,7 +213,7 @@ def _check(spec: FieldSpec, value: Any) -> Any:
         ]
     canonical = _check_scalar(spec.kind, value, what)
     if spec.choices and canonical not in spec.choices:
-        raise ValueProblem(f"{what} must be one of {', '.join(spec.choices)}; got {value!r}")
+        raise ValueProblem(f"{what} must be one of {', '.join(spec.choices)}; got {quoted(value)}")
     return canonical
 
 

@@ -23,11 +23,23 @@ from ..config.schema import Schema
 from ..config.snapshot import CommitInfo
 
 
+def commit_time(seconds: int) -> str:
+    """A commit's timestamp in ISO 8601, or git's raw ``@seconds`` when no calendar holds it.
+
+    Anyone can commit with any date (year 10000, or before year 1): such a
+    commit is served or rejected for its content like any other.
+    """
+    try:
+        return datetime.fromtimestamp(seconds, UTC).isoformat()
+    except (ValueError, OverflowError, OSError):
+        return f"@{seconds}"
+
+
 def commit_info(commit: Commit) -> CommitInfo:
     return CommitInfo(
         sha=commit.hexsha,
         author=str(commit.author.name),
-        authored_at=datetime.fromtimestamp(commit.authored_date, UTC).isoformat(),
+        authored_at=commit_time(commit.authored_date),
         subject=str(commit.summary),
     )
 

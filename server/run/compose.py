@@ -50,6 +50,7 @@ def repo_limits(settings: Settings) -> RepoLimits:
         max_file_bytes=settings.max_yaml_file_bytes,
         max_files=settings.max_repo_files,
         max_total_bytes=settings.max_repo_bytes,
+        max_rules_per_app=settings.max_rules_per_app,
     )
 
 
