@@ -17,6 +17,7 @@ what becomes of it::
     │   │   └── WebhookDisabled (403, webhook_disabled)
     │   └── UnknownApp (404, unknown_app)
     ├── NotReady (503, not_ready)            nothing to answer from yet, or sync is down
+    ├── Busy (503, busy)                     a bounded resource is full now: retry later
     ├── GitError (500, git_error)            clone/fetch/read failed; URLs redacted
     │   └── MirrorDamaged                    the mirror lacks objects: clone again
     │       └── TreeUnreadable               git could not list a tree or hand over a blob
@@ -103,6 +104,13 @@ class NotReady(ConfigServerError):
 
     status = 503
     code = "not_ready"
+
+
+class Busy(ConfigServerError):
+    """A bounded resource (bytes of webhook bodies being read) is full: retry later (503)."""
+
+    status = 503
+    code = "busy"
 
 
 class GitError(ConfigServerError):

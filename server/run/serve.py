@@ -81,6 +81,12 @@ def shared_listener(settings: Settings, *, first: bool) -> socket.socket:
     return socket.create_server(address, family=family, reuse_port=True)
 
 
+def _stop_on(signum: int, stop: asyncio.Event) -> None:
+    if signum == signal.SIGHUP and not stop.is_set():
+        log.info("SIGHUP: draining and stopping (settings and files are read at startup)")
+    stop.set()
+
+
 async def _ready_or_stopped(ready: asyncio.Event, stop: asyncio.Event) -> bool:
     """Wait for ``ready``; False when ``stop`` comes first."""
     waits = [asyncio.create_task(ready.wait()), asyncio.create_task(stop.wait())]
@@ -107,8 +113,10 @@ async def serve(
         await runner.setup()  # runs the cleanup_ctx startups: the data dir lock, the sync task
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+        # SIGHUP too: operators send it to reload, a closing terminal sends it; either way
+        # the process drains like on SIGTERM instead of dying with answers in flight.
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(signum, _stop_on, signum, stop)
         # A follower joins the shared port only once it serves the leader's commit: before,
         # the kernel would hand it workers to answer with 503.
         if not role.is_leader and not await _ready_or_stopped(app[SYNC].first_attempt_done, stop):

@@ -66,6 +66,12 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         return json_error(exc.status, code, f"{exc.reason}: {request.method} {request.path}")
     except asyncio.CancelledError:
         raise
+    except ConnectionResetError:
+        # The client went away while its request was read (a worker killed mid-upload):
+        # nothing to answer and nothing wrong here. Counted and logged as 499.
+        response = json_error(CLIENT_GONE, "client_closed_request", "the client went away")
+        response.force_close()
+        return response
     except Exception:
         error_log.exception(
             "unexpected error answering %s %s (request id %s)",
@@ -93,6 +99,10 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
         response.headers[REQUEST_ID_HEADER] = request_id
         if tracker.draining:
             response.force_close()  # shutting down: no further requests on this connection
+        elif status >= 400 and request.body_exists and not request.content.at_eof():
+            # Refused before its body was read: close rather than read the rest to keep
+            # the connection (an unauthenticated sender's bytes are never taken in).
+            response.force_close()
         return response
     except web.HTTPException as exc:  # redirects and the like (below 400)
         status = exc.status

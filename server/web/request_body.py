@@ -84,7 +84,12 @@ def _parse_with_stdlib(raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        if isinstance(exc, RecursionError):
+            reason = "nested too deeply"
+        elif "integer string conversion" in str(exc):
+            reason = "a number has more than 4,300 digits"
+        else:
+            reason = str(exc)
         raise MalformedBody(f"request body is not valid JSON: {reason}") from None
 
 
@@ -138,7 +143,11 @@ def _parse_identity_only(raw: bytes, brackets: int, limits: BodyLimits) -> Reque
     _check_env(env, limits)
     identity = body.current_config
     text = identity.lmcache_instance_id if identity is not None else None
-    return RequestBody(env, None, _parse_value(bytes(text)) if text else None)
+    try:
+        instance_id = _parse_value(bytes(text)) if text else None
+    except (ValueError, RecursionError):  # e.g. 5,000 digits: refused by the full parse
+        return None
+    return RequestBody(env, None, instance_id)
 
 
 def parse_body(raw: bytes, limits: BodyLimits, *, need_config: bool = True) -> RequestBody:

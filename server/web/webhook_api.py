@@ -31,7 +31,8 @@ async def handle_webhook(request: web.Request) -> web.Response:
     if provider not in PROVIDERS:
         raise web.HTTPNotFound()
     receiver = request.app[WEBHOOKS]
-    body = await read_limited(request, MAX_WEBHOOK_BYTES)
+    receiver.check_before_body(provider, request.headers, request.content_length)
+    body = await read_limited(request, receiver, MAX_WEBHOOK_BYTES)
     event, payload = check_and_parse(receiver, provider, request.headers, body)
     if not receiver.first_delivery(delivery_id(provider, request.headers)):
         return web.json_response({"accepted": False, "reason": "delivery already received"})

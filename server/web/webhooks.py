@@ -21,13 +21,15 @@ from typing import Any
 
 from aiohttp import web
 
-from ..base.errors import BodyTooLarge, MalformedBody, Unauthorized, WebhookDisabled
+from ..base.errors import BodyTooLarge, Busy, MalformedBody, Unauthorized, WebhookDisabled
 from ..settings import env_var_name
 
 log = logging.getLogger("server.webhooks")
 
 # Providers cap push payloads at a few MB (GitHub: 25 MB); config repo pushes are small.
 MAX_WEBHOOK_BYTES = 5 * 1024 * 1024
+# All webhook bodies being read at once, together: unauthenticated bytes held in memory.
+MAX_WEBHOOK_BYTES_IN_FLIGHT = 4 * MAX_WEBHOOK_BYTES
 _REMEMBERED_DELIVERIES = 1000
 
 # Header that names the event, by provider; Gitea also sends GitHub's headers, so it
@@ -37,6 +39,11 @@ _EVENT_HEADERS = (
     ("gitlab", "X-Gitlab-Event"),
     ("github", "X-GitHub-Event"),
 )
+_SIGNATURE_HEADERS = {
+    "gitea": "X-Gitea-Signature",
+    "gitlab": "X-Gitlab-Token",
+    "github": "X-Hub-Signature-256",
+}
 _DELIVERY_HEADERS = {
     "gitea": "X-Gitea-Delivery",
     "gitlab": "X-Gitlab-Event-UUID",
@@ -73,12 +80,35 @@ def detect_provider(headers: Any) -> str | None:
 
 
 class WebhookReceiver:
-    """Holds the secret and the recently seen delivery ids."""
+    """Holds the secret, the recently seen delivery ids and the bytes of bodies being read."""
 
     def __init__(self, secret: bytes | None, served_ref: str) -> None:
         self.secret = secret
         self.served_ref = served_ref
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.bytes_in_flight = 0
+
+    def check_before_body(self, provider: str, headers: Any, content_length: int | None) -> None:
+        """Everything that can refuse a delivery before one byte of its body is read.
+
+        Webhooks off, no signature header, a GitLab token that is wrong, or a declared
+        size over the limit: refused at once, so an unauthenticated sender cannot make
+        the server hold its bytes.
+        """
+        if self.secret is None:
+            raise WebhookDisabled(
+                f"webhooks are disabled: set {env_var_name('webhook_secret')} or "
+                "--webhook-secret-file, and the same secret in the git host's webhook"
+            )
+        header = _SIGNATURE_HEADERS[provider]
+        if not headers.get(header, ""):
+            log.warning("webhook (%s) refused: no %s header", provider, header)
+            raise Unauthorized(f"missing or invalid {provider} webhook signature")
+        if provider == "gitlab" and not signature_valid(provider, self.secret, headers, b""):
+            log.warning("webhook (%s) refused: missing or bad signature", provider)
+            raise Unauthorized(f"missing or invalid {provider} webhook signature")
+        if content_length is not None and content_length > MAX_WEBHOOK_BYTES:
+            raise BodyTooLarge(f"webhook body is larger than {MAX_WEBHOOK_BYTES} bytes")
 
     def wanted_refs(self) -> set[str]:
         return {f"refs/heads/{self.served_ref}", f"refs/tags/{self.served_ref}"}
@@ -95,15 +125,25 @@ class WebhookReceiver:
         return True
 
 
-async def read_limited(request: web.Request, limit: int) -> bytes:
-    """The body, refusing more than ``limit`` bytes without buffering them."""
+async def read_limited(request: web.Request, receiver: WebhookReceiver, limit: int) -> bytes:
+    """The body, refusing more than ``limit`` bytes without buffering them.
+
+    Every byte held counts against the receiver's budget for all bodies being
+    read at once; a body that would exceed it is refused with 503 (retry later).
+    """
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"webhook body is larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            receiver.bytes_in_flight += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"webhook body is larger than {limit} bytes")
+            if receiver.bytes_in_flight > MAX_WEBHOOK_BYTES_IN_FLIGHT:
+                raise Busy("too many webhook bodies are being received at once; retry later")
+            chunks.append(chunk)
+    finally:
+        receiver.bytes_in_flight -= size
     return b"".join(chunks)
 
 

@@ -94,3 +94,33 @@ def test_sigterm_finishes_a_slow_upload_in_flight(config_repo: ConfigRepo, tmp_p
     lock = DataDirLock(server.data_dir / "lock")
     lock.acquire()
     lock.release()
+
+
+def test_sighup_drains_like_sigterm(config_repo: ConfigRepo, tmp_path: Path) -> None:
+    """Operators reach for SIGHUP to reload: the process drains instead of dying."""
+    server = ServerProcess(tmp_path, "hup", "--repo", str(config_repo.path))
+    try:
+        commit = server.wait_ready()
+        body = b'{"current_config": {"lmcache_instance_id": "hup"}, "env_variables": {}}'
+        head = (
+            "POST /config?appId=test-app HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{server.port}\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        slow = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        slow.sendall(head + body[:10])
+        wait_until(lambda: in_flight(server) == 1, "the upload to be in flight")
+        server.process.send_signal(1)  # SIGHUP
+        wait_until(lambda: refuses_connections(server.port), "the listener to close")
+        slow.sendall(body[10:])
+        status_line, _, answer = read_response(slow)
+        slow.close()
+        assert status_line == "HTTP/1.1 200 OK"
+        assert json.loads(answer)["version"] == commit
+        assert server.stop() == 0
+    finally:
+        server.kill()
+    log = server.log()
+    assert "SIGHUP: draining and stopping" in log
+    assert log.rstrip().endswith("stopped cleanly")

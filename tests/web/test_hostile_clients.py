@@ -1,0 +1,155 @@
+"""Clients that go away, send what no client should, or hold bytes they never finish.
+
+Each gets a clear answer (or none, when it has gone), is counted for what it
+was, and costs the server no more than a bounded amount of memory.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+from tests.support.gitrepo import ConfigRepo
+from tests.support.procs import ServerProcess
+from tests.support.servers import ServerFactory
+from tests.support.waiting import wait_until
+
+WEBHOOK_SECRET = "webhook-secret-for-tests"
+
+
+def _send_head(port: int, head: str, body: bytes = b"") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(head.encode() + body)
+    return sock
+
+
+def _status_line(sock: socket.socket) -> str:
+    data = b""
+    while b"\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\r\n", 1)[0].decode()
+
+
+async def test_a_5000_digit_instance_id_is_a_400_on_every_path(
+    config_repo: ConfigRepo, start_server: ServerFactory
+) -> None:
+    server = await start_server(config_repo.path)
+    body = b'{"current_config": {"lmcache_instance_id": ' + b"9" * 5000 + b'}, "env_variables": {}}'
+    # test-app has no rules: its answer does not read the request (the fast path).
+    for app_id in ("test-app", "no-such-app"):
+        response = await server.client.get(
+            "/config",
+            params={"appId": app_id},
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        error = (await response.json())["error"]
+        assert (response.status, error["code"]) == (400, "malformed_body")
+        assert error["message"] == (
+            "request body is not valid JSON: a number has more than 4,300 digits"
+        )
+
+
+def test_a_client_gone_mid_upload_is_a_499_without_a_traceback(
+    tmp_path: Path, config_repo: ConfigRepo
+) -> None:
+    server = ServerProcess(
+        tmp_path, "gone", "--repo", str(config_repo.path), "--log-format", "json"
+    )
+    try:
+        server.wait_ready()
+        sock = _send_head(
+            server.port,
+            "GET /config?appId=test-app HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n"
+            "X-Request-Id: gone-1\r\n\r\n",
+            b'{"env_variables": {',
+        )
+        sock.close()
+        wait_until(lambda: '"gone-1"' in server.log(), "the request's log line")
+    finally:
+        server.stop()
+    lines = [json.loads(line) for line in server.log().splitlines()]
+    gone = [line for line in lines if line.get("id") == "gone-1"]
+    assert [(line["event"], line["status"]) for line in gone] == [("request", 499)]
+    assert not [line for line in lines if line["level"] == "error" or "exception" in line]
+
+
+def test_webhook_bodies_are_refused_before_they_are_read(
+    tmp_path: Path, config_repo: ConfigRepo
+) -> None:
+    off = ServerProcess(tmp_path, "hooks-off", "--repo", str(config_repo.path))
+    on = ServerProcess(
+        tmp_path,
+        "hooks-on",
+        "--repo",
+        str(config_repo.path),
+        env={"LMCACHE_CONFIG_SERVER_WEBHOOK_SECRET": WEBHOOK_SECRET},
+    )
+    try:
+        off.wait_ready()
+        on.wait_ready()
+        five_mb = "Content-Length: 5242880\r\n"
+        # Webhooks off (the default): 403 at once, with 5 MB declared and none of it sent.
+        sock = _send_head(
+            off.port,
+            f"POST /webhook/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n{five_mb}\r\n",
+        )
+        assert _status_line(sock) == "HTTP/1.1 403 Forbidden"
+        sock.close()
+        # Webhooks on, but no signature header: 401 at once.
+        sock = _send_head(
+            on.port,
+            f"POST /webhook/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n{five_mb}\r\n",
+        )
+        assert _status_line(sock) == "HTTP/1.1 401 Unauthorized"
+        sock.close()
+        # A GitLab token is checked before the body too.
+        sock = _send_head(
+            on.port,
+            "POST /webhook/gitlab HTTP/1.1\r\nHost: x\r\nX-Gitlab-Event: Push Hook\r\n"
+            f"X-Gitlab-Token: wrong\r\n{five_mb}\r\n",
+        )
+        assert _status_line(sock) == "HTTP/1.1 401 Unauthorized"
+        sock.close()
+        # Declared bigger than any push: 413 at once.
+        sock = _send_head(
+            on.port,
+            "POST /webhook/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n"
+            "X-Hub-Signature-256: sha256=00\r\nContent-Length: 50000000\r\n\r\n",
+        )
+        assert _status_line(sock) == "HTTP/1.1 413 Request Entity Too Large"
+        sock.close()
+        # Signed-looking bodies that never finish: the bytes held for all of them together
+        # are bounded (20 MB); the sender that would pass the bound gets a 503 at once.
+        chunk = b"x" * (3 * 1024 * 1024)
+        held = []
+        for _ in range(8):
+            held.append(
+                _send_head(
+                    on.port,
+                    "POST /webhook/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n"
+                    f"X-Hub-Signature-256: sha256=00\r\n{five_mb}\r\n",
+                    chunk,
+                )
+            )
+        refused = 0
+        for sock in held:
+            sock.settimeout(2)
+            try:
+                line = _status_line(sock)
+            except TimeoutError:
+                continue  # still being read, within the bound
+            assert line == "HTTP/1.1 503 Service Unavailable"
+            refused += 1
+        assert refused >= 2
+        for sock in held:
+            sock.close()
+        assert on.json("/readyz")[0] == 200
+    finally:
+        off.stop()
+        on.stop()
