@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from bench import push_to_serve, scale, throughput, workers
+from bench import history, push_to_serve, scale, throughput, workers
 from bench.common import RESULTS, machine
 from bench.loadgen import generator_name
 
@@ -21,6 +21,8 @@ def main() -> None:
     workers.print_table(workers.run())
     print()
     scale.print_table(scale.run())
+    print()
+    history.print_table(history.run())
     print()
     figures = push_to_serve.run()
     print(

@@ -50,8 +50,9 @@ does. Where to look:
       data_dir.py          the data dir's layout, its lock, the last-good record
       credentials.py, signatures.py
 
-    sync/                what is served: owns the git threads; the only writer of the
-                         served-snapshot reference; never imports Settings
+    sync/                what is served: its git work runs on the sync thread, views on
+                         the view thread; the only writer of the served-snapshot
+                         reference; never imports Settings
       state.py             SyncTrigger, SyncResult, RejectionKind, records, SnapshotHolder
       builder.py           commit -> Snapshot or Rejection, in named stages
       syncer.py            the loop: triggers, coalescing, backoff, records, publish

@@ -26,11 +26,13 @@ def guarded_task(
     log: logging.Logger,
     on_crash: Callable[[BaseException], None] | None = None,
     tasks: set[asyncio.Task[None]] | None = None,
+    crash_message: str | None = None,
 ) -> asyncio.Task[None]:
     """Start ``coro`` as a task whose crash is logged (and reported) when it happens.
 
     With ``tasks``, the task is kept in that set while it runs, so that its
-    owner can cancel whatever is still running when it stops.
+    owner can cancel whatever is still running when it stops. ``crash_message``
+    is the log line of a crash (default: "task NAME crashed").
     """
     task = asyncio.create_task(coro, name=name)
 
@@ -42,7 +44,7 @@ def guarded_task(
         error = done.exception()
         if error is None:
             return
-        log.error("task %s crashed", name, exc_info=error)
+        log.error("%s", crash_message or f"task {name} crashed", exc_info=error)
         if on_crash is not None:
             on_crash(error)
 

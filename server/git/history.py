@@ -2,31 +2,38 @@
 
 Walks the first-parent history of a commit (the commits a branch actually went
 through, merges included), loads each commit's config set the way the server
-does, and compares the app's view (``config.views.AppView``) with the previous
-valid commit's. Commits that fail validation never served, so they are skipped.
-Views are remembered per config-root tree, so commits that changed nothing
-below the root, and repeated requests, cost no parsing. Blocking: runs on the
-view thread, never on the sync thread.
+does (through the caller's loader: the mirror's fast reader, whose blob cache
+and parse memo make a commit cost only the files it changed), and compares the
+app's view (``config.views.AppView``) with the previous valid commit's.
+Commits that fail validation never served, so they are skipped. Fingerprints
+are remembered per config-root tree and app, so commits that changed nothing
+below the root, and repeated requests, cost no parsing. The walk is bounded in
+commits and in time; a walk cut short says so (``complete: false``). Blocking:
+runs on the view thread, never on the sync thread.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import time
+from collections.abc import Callable
 from typing import Any
 
 from git import Repo
 from git.objects import Commit, Tree
 
-from ..config.loader import RepoLimits, load_config_set
 from ..config.model import ConfigSet
-from ..config.names import display_prefix
-from ..config.schema import Schema
 from ..config.snapshot import CommitInfo
-from ..config.views import app_view, app_views
-from .commits import CommitSource, commit_info
+from ..config.views import app_view
+from .commits import commit_info
+
+# A commit's config set, or None when it does not validate.
+ConfigSetLoader = Callable[[str], ConfigSet | None]
 
 MAX_COMMITS_SCANNED = 1000
+# A walk stops (incomplete) after this long, whatever it has found: a view, not a sync.
+MAX_WALK_SECONDS = 20.0
 _INVALID = "invalid"
 
 
@@ -49,7 +56,7 @@ class AppHistory:
 
 
 class FingerprintMemo:
-    """Per config-root tree sha: each app's view fingerprint, or None for an invalid tree.
+    """Per config-root tree sha: fingerprints of the apps asked for, or None for an invalid tree.
 
     Bounded by trees and by fingerprints held in all (least recently used goes first),
     so a repository with thousands of apps cannot make it hold millions of entries;
@@ -92,47 +99,39 @@ def _root_tree(commit: Commit, subdir: str) -> Tree | None:
     return tree if isinstance(tree, Tree) else None
 
 
-def _fingerprint(  # noqa: PLR0917 - private helper of app_history
-    commit: Commit,
-    subdir: str,
-    schema: Schema,
-    app_id: str,
-    memo: FingerprintMemo,
-    limits: RepoLimits,
+def _fingerprint(
+    commit: Commit, subdir: str, app_id: str, memo: FingerprintMemo, load: ConfigSetLoader
 ) -> str:
+    """The app's view fingerprint at ``commit``, or _INVALID; only this app's is computed."""
     tree = _root_tree(commit, subdir)
     if tree is None:
         return _INVALID
     known, fingerprints = memo.get(tree.hexsha)
-    if not known:
-        config_set, _ = load_config_set(
-            CommitSource(commit, subdir),
-            schema,
-            display_prefix=display_prefix(subdir),
-            limits=limits,
-        )
-        fingerprints = (
-            None
-            if config_set is None
-            else {key: view.fingerprint() for key, view in app_views(config_set).items()}
-        )
-        memo.put(tree.hexsha, fingerprints)
-    if fingerprints is None:
+    if known and fingerprints is None:
         return _INVALID
-    return fingerprints.get(app_id, fingerprints[None])
+    if fingerprints is not None and app_id in fingerprints:
+        return fingerprints[app_id]
+    config_set = load(commit.hexsha)
+    if config_set is None:
+        memo.put(tree.hexsha, None)
+        return _INVALID
+    found = dict(fingerprints or {})
+    found[app_id] = app_view(config_set, app_id).fingerprint()
+    memo.put(tree.hexsha, found)
+    return found[app_id]
 
 
 def app_history(
     repo: Repo,
     start: str,
     subdir: str,
-    schema: Schema,
     app_id: str,
     *,
     limit: int,
     memo: FingerprintMemo,
-    limits: RepoLimits | None = None,
+    load: ConfigSetLoader,
     max_scanned: int = MAX_COMMITS_SCANNED,
+    max_seconds: float = MAX_WALK_SECONDS,
 ) -> AppHistory:
     """Up to ``limit`` commits, newest first, after which ``app_id`` got a different answer."""
     empty = app_view(ConfigSet(global_file=None, apps={}), app_id).fingerprint()
@@ -140,22 +139,25 @@ def app_history(
     newer: tuple[Commit, str] | None = None  # the newest valid commit not yet compared
     scanned = 0
     reached_root = False
+    deadline = time.monotonic() + max_seconds
+
+    def cut_short() -> AppHistory:
+        return AppHistory(
+            app_id=app_id, start=start, commits=tuple(found), scanned=scanned, complete=False
+        )
+
     for commit in repo.iter_commits(start, first_parent=True, max_count=max_scanned):
+        if time.monotonic() > deadline:
+            return cut_short()
         scanned += 1
         reached_root = not commit.parents
-        fingerprint = _fingerprint(commit, subdir, schema, app_id, memo, limits or RepoLimits())
+        fingerprint = _fingerprint(commit, subdir, app_id, memo, load)
         if fingerprint == _INVALID:
             continue
         if newer is not None and newer[1] != fingerprint:
             found.append(commit_info(newer[0]))
             if len(found) >= limit:
-                return AppHistory(
-                    app_id=app_id,
-                    start=start,
-                    commits=tuple(found),
-                    scanned=scanned,
-                    complete=False,
-                )
+                return cut_short()
         newer = (commit, fingerprint)
     if reached_root and newer is not None and newer[1] != empty:
         found.append(commit_info(newer[0]))  # the commit that first gave the app a config

@@ -229,11 +229,21 @@ class MirrorReader:
 
         Raises MirrorDamaged when objects of the commit cannot be read.
         """
-        memo = self._parse_memo.for_schema(schema) if self._parse_memo is not None else None
         try:
             with self._mirror.open() as repo:
                 info = commit_info(repo.commit(sha))
-            config_set, issues = load_config_set(
+        except (git.GitError, ValueError, OSError) as exc:
+            raise MirrorDamaged(redact(f"cannot read commit {sha[:12]}: {exc!r}")) from None
+        config_set, issues = self.load_config_set(sha, subdir, schema, limits)
+        return info, config_set, issues
+
+    def load_config_set(
+        self, sha: str, subdir: str, schema: Schema, limits: RepoLimits
+    ) -> tuple[ConfigSet | None, list[ConfigIssue]]:
+        """The commit's validated config set (or every issue found), without its metadata."""
+        memo = self._parse_memo.for_schema(schema) if self._parse_memo is not None else None
+        try:
+            return load_config_set(
                 MirrorCommitSource(self._blobs, sha, subdir, limits),
                 schema,
                 display_prefix=display_prefix(subdir),
@@ -248,4 +258,3 @@ class MirrorReader:
             self._blobs.finish_load()
             if memo is not None:
                 memo.finish_build()
-        return info, config_set, issues

@@ -9,7 +9,8 @@ unchanged files are the very objects of the previous commit, which the parse
 memo (``config.parse_memo``) recognises without comparing contents.
 
 ``MirrorCommitSource`` selects and refuses exactly what ``CommitSource`` does
-(a test holds them to it). Used on the sync thread only.
+(a test holds them to it). A reader belongs to one thread: each thread that reads
+commits (sync, view, a follower's build thread) has its own blob store.
 """
 
 from __future__ import annotations

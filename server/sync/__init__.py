@@ -1,5 +1,6 @@
-"""Layer ``sync``: what is served. It owns the git threads and is the only writer of the
-served-snapshot reference (``state.SnapshotHolder``).
+"""Layer ``sync``: what is served. Its git work runs on the sync thread (the viewer's on
+the view thread; both are made by the composition root), and it is the only writer of
+the served-snapshot reference (``state.SnapshotHolder``).
 
 ``builder`` turns a commit into a snapshot or a rejection; ``syncer`` is the
 loop (triggers, coalescing, backoff, records, publish); ``viewer`` does git

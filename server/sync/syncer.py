@@ -74,7 +74,13 @@ class Syncer:
     # -- lifecycle (driven by the app's cleanup_ctx) --
 
     def start(self) -> None:
-        self._task = guarded_task(self._run(), name="config-sync", log=log, on_crash=self._crashed)
+        self._task = guarded_task(
+            self._run(),
+            name="config-sync",
+            log=log,
+            on_crash=self._crashed,
+            crash_message="the sync task crashed; the last snapshot keeps serving",
+        )
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -149,7 +155,7 @@ class Syncer:
     def request_sync(self, trigger: SyncTrigger) -> None:
         """Ask for a sync soon, without waiting. Bursts coalesce into one queued sync."""
         if self._queued_trigger is None:
-            self._queued_trigger = trigger
+            self._queued_trigger = SyncTrigger(trigger)
         else:
             self.state.coalesced += 1
         self._wake.set()
@@ -233,6 +239,7 @@ class Syncer:
 
     async def sync(self, trigger: SyncTrigger) -> SyncRecord:
         """Fetch, validate and publish once. Concurrent calls wait for each other."""
+        trigger = SyncTrigger(trigger)  # a caller's plain "poll" is taken too
         async with self._sync_lock:
             started = time.time()
             served = self.holder.current

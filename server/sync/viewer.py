@@ -13,14 +13,20 @@ import time
 
 import git
 
-from ..base.errors import GitError, InvalidParameter
+from ..base.errors import GitError, InvalidParameter, NotReady
 from ..base.redact import redact
 from ..base.tasks import OneThread
 from ..config.loader import RepoLimits
+from ..config.model import ConfigSet
+from ..config.parse_memo import ParseMemo
 from ..config.schema import load_schema
 from ..config.snapshot import Snapshot
 from ..git.history import AppHistory, FingerprintMemo, app_history
 from ..git.mirror import GitMirror, MirrorReader
+
+
+def _recloning() -> NotReady:
+    return NotReady("the server is cloning its mirror again; retry in a moment")
 
 
 class CommitViewer:
@@ -31,7 +37,9 @@ class CommitViewer:
         self._thread = view_thread
         self._subdir = subdir
         self._limits = limits
-        self._reader = MirrorReader(mirror)
+        # Its own blob cache and parse memo: walking history, adjacent commits share
+        # most files, so each costs about the files it changed.
+        self._reader = MirrorReader(mirror, parse_memo=ParseMemo())
         # Effective-config fingerprints per config tree, for /history; view thread only.
         self._history_memo = FingerprintMemo()
 
@@ -39,25 +47,41 @@ class CommitViewer:
         """Commits up to ``start`` that changed ``app_id``'s config, newest first."""
         try:
             return await self._thread.run(self._history_blocking, app_id, start, limit)
+        except (git.NoSuchPathError, FileNotFoundError):
+            raise _recloning() from None
         except (git.GitError, ValueError) as exc:
+            if not self._mirror.is_usable():
+                raise _recloning() from None
             raise GitError(redact(f"reading the history of {start[:12]} failed: {exc}")) from None
 
     def _history_blocking(self, app_id: str, start: str, limit: int) -> AppHistory:
+        schema = load_schema()
+
+        def load(sha: str) -> ConfigSet | None:
+            config_set, _ = self._reader.load_config_set(sha, self._subdir, schema, self._limits)
+            return config_set
+
         with self._mirror.open() as repo:
             return app_history(
                 repo,
                 start,
                 self._subdir,
-                load_schema(),
                 app_id,
                 limit=limit,
                 memo=self._history_memo,
-                limits=self._limits,
+                load=load,
             )
 
     async def snapshot_at(self, rev: str) -> Snapshot:
         """A snapshot of any commit in the mirror (for viewing), secrets left unresolved."""
-        return await self._thread.run(self._snapshot_blocking, rev)
+        try:
+            return await self._thread.run(self._snapshot_blocking, rev)
+        except (git.GitError, OSError, GitError, InvalidParameter):
+            # The sync thread may be cloning the mirror again right now (it found it
+            # damaged): say so, rather than a 500 or a false "not in the mirror".
+            if not self._mirror.is_usable():
+                raise _recloning() from None
+            raise
 
     def _snapshot_blocking(self, rev: str) -> Snapshot:
         schema = load_schema()

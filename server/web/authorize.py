@@ -40,7 +40,8 @@ def authorize(request: web.Request) -> None:
     auth = policy.config
     path = request.path
     if auth is None:
-        if path.startswith("/admin/") and not is_loopback(request.remote):
+        routed = request.match_info.http_exception is None  # a 404/405 stays one
+        if routed and path.startswith("/admin/") and not is_loopback(request.remote):
             raise Forbidden(
                 f"{path[:100]} is only allowed from the server's own host (loopback) while "
                 "authentication is off; set --auth-file to allow admins from anywhere"

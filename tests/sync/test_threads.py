@@ -53,3 +53,24 @@ async def test_history_answers_while_the_sync_thread_is_busy(
     finally:
         release.set()
         await busy
+
+
+async def test_views_say_retry_while_the_mirror_is_cloned_again(
+    config_repo: ConfigRepo, start_server: ServerFactory
+) -> None:
+    """The sync thread discards a damaged mirror and clones it again; a view meanwhile
+    gets a 503 that says so, never a 500 or a false "not in the mirror"."""
+    server = await start_server(config_repo.path)
+    served = server.served_sha
+    assert served is not None
+    server.syncer.mirror.discard()  # what the sync thread does to a damaged mirror
+    for path, params in (
+        ("/history", {"app": "test-app"}),
+        ("/dashboard/apps/test-app", {"commit": served[:12], "from": served, "to": served}),
+    ):
+        response = await server.client.get(path, params=params)
+        assert response.status == 503, await response.text()
+    assert (await server.config())[0] == 200  # workers are answered from memory throughout
+    await server.syncer.sync(SyncTrigger.MANUAL)
+    response = await server.client.get("/history", params={"app": "test-app"})
+    assert response.status == 200
