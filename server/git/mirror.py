@@ -185,6 +185,12 @@ class GitMirror:
             "(no such branch, tag or commit; deleted?)"
         )
 
+    def first_parents(self, sha: str, count: int) -> list[str]:
+        """Up to ``count`` commits before ``sha`` on its first-parent line, newest first."""
+        with self.open() as repo:
+            listed = repo.git.rev_list("--first-parent", f"--max-count={count + 1}", sha)
+        return str(listed).split()[1:]
+
     def resolve_rev(self, rev: str) -> str:
         """A full commit sha (or unambiguous prefix) present in the mirror, checked."""
         if not re.fullmatch(r"[0-9a-f]{7,40}", rev):

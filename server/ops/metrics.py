@@ -147,6 +147,11 @@ class StateCollector:
             apps.add_metric([], len(snapshot.app_ids))
         yield age
         yield apps
+        yield GaugeMetricFamily(
+            f"{PREFIX}_tip_served",
+            "0 while the ref's tip is not the served commit (rejected); 1 otherwise.",
+            value=int(snapshot is not None and state.tip in {None, snapshot.commit.sha}),
+        )
 
         fresh = freshness(
             state, started_at=self._started_at, stale_after=self._stale_after, now=now

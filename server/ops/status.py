@@ -84,6 +84,7 @@ class StatusView:
             "ref": self.repo.ref,
             "path": self.repo.path,
             "served": served,
+            "tip": state.tip,
             "last_sync": state.last_sync.as_json() if state.last_sync else None,
             "last_successful_fetch_at": state.last_success_at,
             "consecutive_failures": state.consecutive_failures,

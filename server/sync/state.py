@@ -95,6 +95,7 @@ class SyncState:
     backoff_seconds: float = 0.0
     coalesced: int = 0  # sync requests folded into one already queued
     watching: str | None = None  # the local upstream git dir being watched
+    tip: str | None = None  # the commit the ref pointed at when last resolved
     task_error: str | None = None
     recent: collections.deque[SyncRecord] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=RECENT_SYNCS)

@@ -30,6 +30,18 @@ from .state import Rejection, SnapshotHolder, SyncRecord, SyncResult, SyncState,
 
 log = logging.getLogger("server.sync")
 
+# A replica with nothing to serve whose tip is rejected looks this far back for a commit
+# that validates (scaling out during an incident must still give a ready replica).
+WALK_BACK_COMMITS = 50
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WalkedBack:
+    """Nothing was served and the tip was rejected: the newest valid commit before it."""
+
+    snapshot: Snapshot
+    tip_rejection: Rejection
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PollSchedule:
@@ -171,13 +183,26 @@ class Syncer:
 
     # -- on the sync thread --
 
-    def _restore_blocking(self) -> Snapshot | Rejection | None:
+    def _build_or_walk_back(
+        self, tip: str, served: Snapshot | None
+    ) -> Snapshot | Rejection | WalkedBack:
+        """Build the tip; with nothing served yet, fall back to the newest valid commit."""
+        outcome = self._builder.build(tip)
+        if not isinstance(outcome, Rejection) or served is not None:
+            return outcome
+        for sha in self.mirror.first_parents(tip, WALK_BACK_COMMITS):
+            older = self._builder.build(sha)
+            if isinstance(older, Snapshot):
+                return WalkedBack(snapshot=older, tip_rejection=outcome)
+        return outcome
+
+    def _restore_blocking(self) -> Snapshot | Rejection | WalkedBack | None:
         if not self.mirror.is_usable():
             return None
         sha = self._last_good.load()
         try:
             if sha is None or not self.mirror.has_commit(sha):
-                sha = self.mirror.resolve()
+                return self._build_or_walk_back(self.mirror.resolve(), None)
             return self._builder.build(sha)
         except MirrorDamaged as exc:
             log.error("local mirror is damaged (%s); it will be cloned again", exc.message)
@@ -191,7 +216,7 @@ class Syncer:
 
     def _sync_blocking(
         self, served: Snapshot | None, rejected: str | None, retry_rejected: bool
-    ) -> Snapshot | Rejection | str:
+    ) -> Snapshot | Rejection | WalkedBack | str:
         """Fetch and build; returns a new snapshot, a rejection, or the unchanged sha."""
         served_sha = served.commit.sha if served is not None else None
         self.mirror.ensure()
@@ -200,16 +225,16 @@ class Syncer:
         tip = self.mirror.resolve()
         if tip == served_sha and self._builder.secrets_changed(served):
             return self._builder.build(tip)  # same commit, rotated secret: rebuild the answers
-        if tip == served_sha or (tip == rejected and not retry_rejected):
+        if tip == served_sha or (tip == rejected and not retry_rejected and served is not None):
             return tip
         try:
-            return self._builder.build(tip)
+            return self._build_or_walk_back(tip, served)
         except MirrorDamaged:
             # Objects we need are unreadable: start over from the remote, once.
             self.mirror.discard()
             self.mirror.ensure()
             self.mirror.fetch()
-            return self._builder.build(self.mirror.resolve())
+            return self._build_or_walk_back(self.mirror.resolve(), served)
 
     # -- on the event loop --
 
@@ -228,12 +253,26 @@ class Syncer:
         """Serve the last good commit from an existing mirror, before any network access."""
         started = time.time()
         outcome = await self._thread.run(self._restore_blocking)
-        if isinstance(outcome, Snapshot):
+        if isinstance(outcome, WalkedBack):
+            self._reject(outcome.tip_rejection)
+            self.state.tip = outcome.tip_rejection.commit.sha
+            snapshot = outcome.snapshot
+            record = _record(
+                SyncTrigger.RESTORE,
+                started,
+                SyncResult.RESTORED,
+                None,
+                snapshot.commit.sha,
+                _walked_back(outcome),
+            )
+            await self._publish(snapshot, record)
+        elif isinstance(outcome, Snapshot):
             record = _record(
                 SyncTrigger.RESTORE, started, SyncResult.RESTORED, None, outcome.commit.sha
             )
             await self._publish(outcome, record)
         elif isinstance(outcome, Rejection):
+            self.state.tip = outcome.commit.sha
             self._reject(outcome)
             self._notify()
 
@@ -265,6 +304,20 @@ class Syncer:
             self.state.consecutive_failures = 0
             self.state.backoff_seconds = 0.0
             self.state.last_success_at = time.time()
+            if isinstance(outcome, WalkedBack):
+                self._reject(outcome.tip_rejection)
+                self.state.tip = outcome.tip_rejection.commit.sha
+                snapshot = outcome.snapshot
+                record = _record(
+                    trigger,
+                    started,
+                    SyncResult.UPDATED,
+                    old,
+                    snapshot.commit.sha,
+                    _walked_back(outcome),
+                )
+                return await self._publish(snapshot, record)
+            self.state.tip = outcome if isinstance(outcome, str) else outcome.commit.sha
             if isinstance(outcome, str):
                 result = (
                     SyncResult.REJECTED
@@ -353,4 +406,12 @@ def _record(  # noqa: PLR0917 - private, called with the record's fields in orde
         old_commit=old,
         new_commit=new,
         error=error,
+    )
+
+
+def _walked_back(outcome: WalkedBack) -> str:
+    tip = outcome.tip_rejection
+    return (
+        f"tip {tip.commit.sha[:12]} rejected ({len(tip.issues)} error(s)); serving the newest "
+        f"valid commit before it, {outcome.snapshot.commit.sha[:12]}"
     )
