@@ -82,15 +82,18 @@ class DataDirLock:
 
 
 class LastGoodRecord:
-    """The last commit served, kept across restarts for one remote and ref.
+    """The last commit served, kept across restarts for one repository and ref.
 
-    A record written for another ``--repo`` or ``--ref`` is never restored:
-    another ref must not start by serving this one's commit.
+    A record written for another repository or ``--ref`` is never restored:
+    another ref must not start by serving this one's commit. The repository is
+    compared by identity (``remote.remote_identity``), so a rotated token or a
+    path given for a file:// URL keeps the record. It never holds a credential.
     """
 
-    def __init__(self, path: Path, *, remote: str, ref: str) -> None:
+    def __init__(self, path: Path, *, remote: str, identity: str, ref: str) -> None:
         self._path = path
-        self._remote = remote  # as shown (redacted): the record never holds a credential
+        self._remote = remote  # as shown (redacted), for people reading the file
+        self._identity = identity
         self._ref = ref
 
     def load(self) -> str | None:
@@ -99,17 +102,25 @@ class LastGoodRecord:
         except (OSError, ValueError):
             return None
         sha = state.get("last_good") if isinstance(state, dict) else None
+        same_repository = state.get("identity", None) == self._identity or (
+            "identity" not in state and state.get("remote") == self._remote  # older records
+        )
         if (
             isinstance(sha, str)
             and SHA_RE.match(sha)
-            and state.get("remote") == self._remote
+            and same_repository
             and state.get("ref") == self._ref
         ):
             return sha
         return None
 
     def save(self, sha: str) -> None:
-        state = {"remote": self._remote, "ref": self._ref, "last_good": sha}
+        state = {
+            "remote": self._remote,
+            "identity": self._identity,
+            "ref": self._ref,
+            "last_good": sha,
+        }
         scratch = self._path.with_suffix(".tmp")
         with scratch.open("w", encoding="utf-8") as handle:
             json.dump(state, handle)

@@ -18,9 +18,11 @@ tags as ``refs/upstream-tags/*``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,12 +41,38 @@ from ..config.snapshot import CommitInfo
 from .commits import commit_info
 from .credentials import GitCredentials
 from .data_dir import SHA_RE
-from .remote import normalise_remote
+from .remote import normalise_remote, remote_identity
 from .tree_reader import BlobStore, MirrorCommitSource
 
 # Never wait for a password prompt: fail instead (ssh gets BatchMode from GitCredentials).
 GIT_ENV = {"GIT_TERMINAL_PROMPT": "0"}
+log = logging.getLogger("server.sync")
 FETCH_REFSPECS = ("+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/upstream-tags/*")
+
+
+# The second record of the last good commit of each --ref (the first is
+# <data-dir>/state.json), named by the ref's name in hex: any name, no clashes.
+LAST_GOOD_REFS = "refs/lmcache/last-good/"
+_REF_LINE = re.compile(rb"(?:[0-9a-f]{40}|ref: refs/[^\x00-\x20]+)\n?")
+_PACKED_LINE = re.compile(rb"(?:# pack-refs .*|[0-9a-f]{40} refs/\S+|\^[0-9a-f]{40})")
+
+
+def _config_text(remote: str) -> str:
+    escaped = remote.replace("\\", "\\\\").replace('"', '\\"')
+    return (
+        "[core]\n\trepositoryformatversion = 0\n\tbare = true\n"
+        f'[remote "origin"]\n\turl = "{escaped}"\n'
+        "[gc]\n\tauto = 0\n"
+    )
+
+
+def _packed_refs_readable(path: Path) -> bool:
+    return all(_PACKED_LINE.fullmatch(line) for line in path.read_bytes().splitlines() if line)
+
+
+def _loose_refs(git_dir: Path) -> list[Path]:
+    refs = git_dir / "refs"
+    return [path for path in refs.rglob("*") if path.is_file()] if refs.is_dir() else []
 
 
 def _git_error(action: str, exc: Exception) -> GitError:
@@ -97,30 +125,60 @@ class GitMirror:
             repo.close()
 
     def is_usable(self) -> bool:
-        """Whether an existing mirror can be reused: a bare repo with our remote."""
-        if not (self.path / "HEAD").exists():
-            return False
-        try:
-            with self.open() as repo:
-                url = repo.git.config("--get", "remote.origin.url")
-        except (git.GitError, ValueError, OSError):
-            return False
-        return bool(url == self.remote)
+        """Whether a mirror of this repository exists (it may still need ``ensure``'s repair)."""
+        return self._exists() and self._configured_identity() in {None, self.identity}
+
+    def _exists(self) -> bool:
+        return (self.path / "HEAD").is_file() and (self.path / "objects").is_dir()
+
+    def _configured_url(self) -> str | None:
+        """remote.origin.url of the mirror; None when its config cannot be read."""
+        result = self._git("config", "--get", "remote.origin.url")
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    def _configured_identity(self) -> str | None:
+        url = self._configured_url()
+        return remote_identity(url) if url else None
+
+    @property
+    def identity(self) -> str:
+        """The repository served, however --repo spells it (see ``remote.remote_identity``)."""
+        return remote_identity(self.remote)
 
     def ensure(self) -> bool:
-        """Make sure a mirror exists; returns True when one had to be created (no fetch yet).
+        """Make sure a mirror of the repository exists; True when one had to be created.
 
-        A mirror that is missing, broken or points elsewhere is replaced. It is
-        created under a temporary name and renamed only once initialised.
+        A mirror that exists is repaired in place, never deleted, so that the
+        commits it holds (the last good one among them) survive damage and a
+        remote that is down: an unreadable config is written anew, a URL that
+        names the same repository another way (a rotated token, a path for a
+        file:// URL) is updated, and refs that git cannot read are removed (they
+        come back with the next fetch). Only a mirror of another repository is
+        replaced.
         """
-        if self.is_usable():
-            return False
-        if self.path.exists():
-            shutil.rmtree(self.path)
+        if self._exists():
+            url = self._configured_url()
+            if url is not None and remote_identity(url) != self.identity:
+                log.warning(
+                    "the data dir's mirror is of another repository (%s); replacing it",
+                    redact(url),
+                )
+                shutil.rmtree(self.path)
+            else:
+                for repair in self._repair(url):
+                    log.warning("repaired the local mirror: %s", repair)
+                return False
+        elif self.path.exists():
+            shutil.rmtree(self.path)  # not a git repository at all: nothing in it to keep
         scratch = self.path.with_name(self.path.name + ".partial")
-        shutil.rmtree(scratch, ignore_errors=True)
+        self._init(scratch)
+        scratch.rename(self.path)
+        return True
+
+    def _init(self, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
         try:
-            repo = Repo.init(scratch, bare=True)
+            repo = Repo.init(path, bare=True)
             try:
                 repo.git.update_environment(**self._env)
                 repo.git.remote("add", "origin", self.remote)
@@ -129,12 +187,73 @@ class GitMirror:
                 repo.close()
         except git.GitError as exc:
             raise _git_error("creating the local mirror", exc) from None
-        scratch.rename(self.path)
-        return True
+
+    def _repair(self, url: str | None) -> list[str]:
+        """Fix what git cannot read in an existing mirror; the repairs made, for the log."""
+        done: list[str] = []
+        if url is None:
+            (self.path / "config").write_text(_config_text(self.remote), encoding="utf-8")
+            done.append("its git config could not be read: written anew")
+        elif url != self.remote:
+            self._git("config", "remote.origin.url", self.remote)
+            done.append("remote URL updated (the same repository, spelled or signed anew)")
+        packed = self.path / "packed-refs"
+        if packed.is_file() and not _packed_refs_readable(packed):
+            packed.unlink()
+            done.append("packed-refs could not be read: removed (refs come back on fetch)")
+        for ref in _loose_refs(self.path):
+            if not _REF_LINE.fullmatch(ref.read_bytes()):
+                ref.unlink()
+                done.append(f"{ref.relative_to(self.path)} could not be read: removed")
+        return done
+
+    def _git(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["git", f"--git-dir={self.path}", *args],
+            capture_output=True,
+            text=True,
+            env=self.process_env,
+            timeout=self.timeout,
+            check=False,
+        )
 
     def discard(self) -> None:
         """Remove the mirror entirely; the next ``ensure`` starts over."""
         shutil.rmtree(self.path, ignore_errors=True)
+
+    def reclone(self) -> None:
+        """Fetch everything into a new mirror, and swap it in only once that has worked.
+
+        For objects the mirror lacks (a fetch killed half-way): the old mirror,
+        and the last good commit in it, stay until the new one is complete, so a
+        remote that is down costs nothing.
+        """
+        fresh = self.path.with_name(self.path.name + ".new")
+        self._init(fresh)
+        try:
+            self._fetch_into(fresh)
+        except GitError:
+            shutil.rmtree(fresh, ignore_errors=True)
+            raise
+        old = self.path.with_name(self.path.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if self.path.exists():
+            self.path.rename(old)
+        fresh.rename(self.path)
+        shutil.rmtree(old, ignore_errors=True)
+
+    @property
+    def _last_good_ref(self) -> str:
+        return LAST_GOOD_REFS + self.ref.encode().hex()
+
+    def mark_last_good(self, sha: str) -> None:
+        """Keep the last good commit of --ref as a ref too: a second record, beside state.json."""
+        self._git("update-ref", self._last_good_ref, sha)
+
+    def marked_last_good(self) -> str | None:
+        result = self._git("rev-parse", "--verify", "--quiet", f"{self._last_good_ref}^{{commit}}")
+        sha = result.stdout.strip()
+        return sha if result.returncode == 0 and SHA_RE.match(sha) else None
 
     def remove_stale_locks(self) -> list[str]:
         """Delete git ``*.lock`` files; only safe while holding the data dir lock."""
@@ -148,17 +267,24 @@ class GitMirror:
         return removed
 
     def fetch(self) -> None:
+        self._fetch_into(self.path)
+
+    def _fetch_into(self, path: Path) -> None:
         options = ["--prune", "--no-tags", "--quiet"]
         if self.depth > 0:
             options.append(f"--depth={self.depth}")
         try:
-            with self.open() as repo:
+            repo = Repo(path)
+            try:
+                repo.git.update_environment(**self._env)
                 repo.git.fetch(*options, "origin", *FETCH_REFSPECS, kill_after_timeout=self.timeout)
                 if self.ref_is_commit and not self._has(repo, self.ref):
                     # A pinned commit that no branch or tag reaches (or beyond --depth):
                     # ask for it by id, which most servers allow for reachable commits.
                     repo.git.fetch(*options, "origin", self.ref, kill_after_timeout=self.timeout)
-        except git.GitError as exc:
+            finally:
+                repo.close()
+        except (git.GitError, ValueError, OSError) as exc:
             raise _git_error(f"fetch from {self.remote_for_display}", exc) from None
 
     @staticmethod

@@ -42,3 +42,29 @@ def local_git_dir(repo: str) -> Path | None:
     if (path / "HEAD").is_file() and (path / "refs").is_dir():
         return path  # a bare repository
     return None
+
+
+def remote_identity(repo: str) -> str:
+    """What names the same repository however it is spelled, credentials left out.
+
+    A path and its file:// URL are one repository; so are an https URL before
+    and after its token is rotated, with or without a trailing ``/`` or ``.git``,
+    and host names in any case. The mirror and the last-good record are kept
+    across such changes of ``--repo``, and replaced only for another repository.
+    """
+    path = local_path(repo)
+    if path is not None:
+        return str(path)
+    scp = _SCP_RE.match(repo)
+    if scp and not _URL_RE.match(repo):
+        host, _, rest = repo.split("@", 1)[1].partition(":")
+        return f"ssh://{host.lower()}/{_repo_path(rest)}"
+    scheme, _, rest = repo.partition("://")
+    # Credentials end at the last "@": a token may itself hold "/" or ":".
+    rest = rest.rpartition("@")[2]
+    host, _, repo_path = rest.partition("/")
+    return f"{scheme.lower()}://{host.lower()}/{_repo_path(repo_path)}"
+
+
+def _repo_path(path: str) -> str:
+    return path.strip("/").removesuffix(".git").rstrip("/")

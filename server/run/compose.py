@@ -175,7 +175,10 @@ def compose(
             builder=builder,
             holder=holder,
             last_good=LastGoodRecord(
-                data_dir.state, remote=mirror.remote_for_display, ref=settings.ref
+                data_dir.state,
+                remote=mirror.remote_for_display,
+                identity=mirror.identity,
+                ref=settings.ref,
             ),
             sync_thread=sync_thread,
             schedule=PollSchedule(

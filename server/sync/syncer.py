@@ -199,14 +199,15 @@ class Syncer:
     def _restore_blocking(self) -> Snapshot | Rejection | WalkedBack | None:
         if not self.mirror.is_usable():
             return None
-        sha = self._last_good.load()
         try:
+            self.mirror.ensure()  # repairs in place what git cannot read; keeps every object
+            sha = self._last_good.load() or self.mirror.marked_last_good()
             if sha is None or not self.mirror.has_commit(sha):
                 return self._build_or_walk_back(self.mirror.resolve(), None)
             return self._builder.build(sha)
         except MirrorDamaged as exc:
+            # Kept as it is: the sync clones anew beside it and swaps only once that works.
             log.error("local mirror is damaged (%s); it will be cloned again", exc.message)
-            self.mirror.discard()
             return None
         except GitError:
             return None
@@ -230,11 +231,14 @@ class Syncer:
         try:
             return self._build_or_walk_back(tip, served)
         except MirrorDamaged:
-            # Objects we need are unreadable: start over from the remote, once.
-            self.mirror.discard()
-            self.mirror.ensure()
-            self.mirror.fetch()
+            # Objects we need are unreadable: clone anew beside the mirror, once; the old
+            # one (and the last good commit in it) goes only when the new one is complete.
+            self.mirror.reclone()
             return self._build_or_walk_back(self.mirror.resolve(), served)
+
+    def _save_last_good(self, sha: str) -> None:
+        self.mirror.mark_last_good(sha)  # first: it needs no free space beyond one ref
+        self._last_good.save(sha)
 
     # -- on the event loop --
 
@@ -244,7 +248,7 @@ class Syncer:
         self.generation += 1
         self._keep(record)
         try:
-            await self._thread.run(self._last_good.save, snapshot.commit.sha)
+            await self._thread.run(self._save_last_good, snapshot.commit.sha)
         except OSError as exc:  # e.g. a full disk: keep serving; only restarts lose out
             log.error("could not record the last good commit in the data dir: %s", exc)
         return record
