@@ -54,8 +54,9 @@ class Settings:
     )
     ref: str = _setting(
         "main",
-        "Branch, tag or full commit sha of the config repository to serve. A sha pin is "
-        "never polled.",
+        "Branch, tag or full commit sha of the config repository to serve: a full name "
+        "(refs/heads/NAME, refs/tags/NAME) says which; a short name that is both is an error; "
+        "a 40-hex sha is always that commit, and is never polled.",
         metavar="REF",
     )
     path: str = _setting(

@@ -23,7 +23,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import git
@@ -55,6 +55,13 @@ FETCH_REFSPECS = ("+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/upst
 LAST_GOOD_REFS = "refs/lmcache/last-good/"
 _REF_LINE = re.compile(rb"(?:[0-9a-f]{40}|ref: refs/[^\x00-\x20]+)\n?")
 _PACKED_LINE = re.compile(rb"(?:# pack-refs .*|[0-9a-f]{40} refs/\S+|\^[0-9a-f]{40})")
+
+
+def _mirror_ref(full: str) -> str:
+    """Where the mirror keeps the remote's refs/heads/X and refs/tags/X."""
+    if full.startswith("refs/heads/"):
+        return "refs/remotes/origin/" + full.removeprefix("refs/heads/")
+    return "refs/upstream-tags/" + full.removeprefix("refs/tags/")
 
 
 def _config_text(remote: str) -> str:
@@ -295,21 +302,58 @@ class GitMirror:
         return bool(found)
 
     def resolve(self) -> str:
-        """The commit sha the configured ref points at in the mirror."""
-        candidates = [f"refs/remotes/origin/{self.ref}", f"refs/upstream-tags/{self.ref}"]
-        if SHA_RE.match(self.ref):
-            candidates.append(self.ref)
+        """The commit sha the configured ref points at in the mirror, resolved unambiguously.
+
+        A 40-hex --ref is that commit, never a branch named like it; ``refs/heads/X``
+        and ``refs/tags/X`` name a branch or a tag; a short name is whichever exists.
+        A short name that is both is an error, unless this mirror has resolved it
+        before: then it stays what it was (a tag stays a tag when someone pushes a
+        branch of the same name).
+        """
+        ref = self.ref
         with self.open() as repo:
-            for candidate in candidates:
+
+            def commit_of(candidate: str) -> str | None:
                 sha = repo.git.rev_parse(
                     "--verify", "--quiet", f"{candidate}^{{commit}}", with_exceptions=False
                 )
-                if sha:
-                    return str(sha)
-        raise GitError(
-            f"ref '{self.ref}' not found in {self.remote_for_display} "
-            "(no such branch, tag or commit; deleted?)"
-        )
+                return str(sha) if sha else None
+
+            if SHA_RE.match(ref):
+                found = commit_of(ref)
+            elif ref.startswith(("refs/heads/", "refs/tags/")):
+                found = commit_of(_mirror_ref(ref))
+            else:
+                found = self._resolve_short(repo, ref, commit_of)
+        if found is None:
+            raise GitError(
+                f"ref '{ref}' not found in {self.remote_for_display} "
+                "(no such branch, tag or commit; deleted?)"
+            )
+        return found
+
+    def _resolve_short(
+        self, repo: Repo, ref: str, commit_of: Callable[[str], str | None]
+    ) -> str | None:
+        branch = commit_of(_mirror_ref(f"refs/heads/{ref}"))
+        tag = commit_of(_mirror_ref(f"refs/tags/{ref}"))
+        key = f"lmcache.{ref.encode().hex()}.refkind"  # any name, as a subsection
+        known = repo.git.config("--get", key, with_exceptions=False) or None
+        if branch is not None and tag is not None:
+            if known == "tag":
+                return tag
+            if known == "branch":
+                return branch
+            raise GitError(
+                f"ref '{ref}' is both a branch and a tag in {self.remote_for_display}: "
+                f"give --ref refs/heads/{ref} or --ref refs/tags/{ref}"
+            )
+        kind, found = ("branch", branch) if branch is not None else ("tag", tag)
+        if found is not None and known != kind:
+            if known is not None:  # the kind it was is gone; say so once
+                log.warning("ref '%s' was a %s and is now a %s", ref, known, kind)
+            repo.git.config(key, kind)
+        return found
 
     def first_parents(self, sha: str, count: int) -> list[str]:
         """Up to ``count`` commits before ``sha`` on its first-parent line, newest first."""

@@ -111,6 +111,8 @@ class WebhookReceiver:
             raise BodyTooLarge(f"webhook body is larger than {MAX_WEBHOOK_BYTES} bytes")
 
     def wanted_refs(self) -> set[str]:
+        if self.served_ref.startswith("refs/"):
+            return {self.served_ref}
         return {f"refs/heads/{self.served_ref}", f"refs/tags/{self.served_ref}"}
 
     def first_delivery(self, delivery_id: str) -> bool:
