@@ -183,6 +183,23 @@ class Settings:
         "Answer 404 for an appId that has no apps/<app_id>.yaml, instead of serving only the "
         "global layer.",
     )
+    max_connections: int = _setting(
+        10_000,
+        "Most client connections open at once per process; more are closed at once. "
+        "Lowered to what the file descriptor limit allows (raised to its hard limit first).",
+        metavar="N",
+    )
+    header_timeout: float = _setting(
+        10.0,
+        "Seconds a request's head (request line and headers) may take to arrive, from its "
+        "first byte (or from connecting); a slower connection is closed.",
+        metavar="SECONDS",
+    )
+    body_timeout: float = _setting(
+        30.0,
+        "Seconds a request body may take to arrive once its head has; slower: 408.",
+        metavar="SECONDS",
+    )
     max_body_bytes: int = _setting(
         256 * 1024, "Largest /config request body accepted, in bytes.", metavar="BYTES"
     )
@@ -423,6 +440,8 @@ def check_settings(settings: Settings) -> None:
         raise SettingsError("give --webhook-secret or --webhook-secret-file, not both")
     if settings.git_timeout <= 0:
         raise SettingsError("--git-timeout must be a positive number of seconds")
+    if settings.header_timeout <= 0 or settings.body_timeout <= 0:
+        raise SettingsError("--header-timeout and --body-timeout must be positive seconds")
     if settings.max_body_bytes < 1024:
         raise SettingsError("--max-body-bytes must be at least 1024")
     for name in (
@@ -431,6 +450,7 @@ def check_settings(settings: Settings) -> None:
         "max_yaml_file_bytes",
         "max_repo_files",
         "max_rules_per_app",
+        "max_connections",
     ):
         if getattr(settings, name) < 1:
             raise SettingsError(f"{flag_name(name)} must be at least 1")

@@ -11,6 +11,7 @@ what becomes of it::
     │   ├── InvalidAppId (400, invalid_app_id)
     │   ├── InvalidParameter (400, invalid_parameter)
     │   ├── BodyTooLarge (413, body_too_large)
+    │   ├── BodyTimeout (408, request_timeout)
     │   ├── Unauthorized (401, unauthorized)
     │   ├── Forbidden (403, forbidden)
     │   │   ├── AccessDenied (403, access_denied)
@@ -69,6 +70,13 @@ class InvalidParameter(RequestError):
 class BodyTooLarge(RequestError):
     status = 413
     code = "body_too_large"
+
+
+class BodyTimeout(RequestError):
+    """A body that did not arrive within --body-timeout (a client too slow, or hostile)."""
+
+    status = 408
+    code = "request_timeout"
 
 
 class Unauthorized(RequestError):

@@ -20,6 +20,7 @@ follower holds the leader's sync state and the shared fleet table.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterator
@@ -46,6 +47,15 @@ NO_APP = "_none"
 INVALID_APP = "_invalid"
 # Answers come from memory: most take well under a millisecond.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclasses.dataclass(kw_only=True)
+class ConnectionCounts:
+    """What the connection guards saw (``web.connections``). Touched on the event loop only."""
+
+    open: int = 0
+    refused: int = 0  # closed at once: --max-connections were open
+    timed_out: int = 0  # closed: a request head did not arrive within --header-timeout
 
 
 def app_label(snapshot: Snapshot | None, app_id: str | None) -> str:
@@ -118,7 +128,9 @@ class StateCollector:
         started_at: float,
         stale_after: float,
         ref: str,
+        connections: ConnectionCounts | None = None,
     ) -> None:
+        self._connections = connections
         self._holder = holder
         self._syncer = syncer
         self._fleet = fleet
@@ -188,6 +200,22 @@ class StateCollector:
             "Commits that failed validation (each counted once).",
             value=state.rejected_commits,
         )
+
+        if self._connections is not None:
+            counts = self._connections
+            yield GaugeMetricFamily(
+                f"{PREFIX}_connections_open", "Client connections open now.", value=counts.open
+            )
+            yield CounterMetricFamily(
+                f"{PREFIX}_connections_refused",
+                "Connections closed at once: --max-connections were open.",
+                value=counts.refused,
+            )
+            yield CounterMetricFamily(
+                f"{PREFIX}_connections_timed_out",
+                "Connections closed: a request head did not arrive within --header-timeout.",
+                value=counts.timed_out,
+            )
 
         fleet = GaugeMetricFamily(
             f"{PREFIX}_fleet_instances",

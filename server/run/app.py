@@ -27,6 +27,7 @@ from ..web.in_flight import InFlight
 from ..web.keys import (
     AUTH,
     BODY_LIMITS,
+    CONNECTIONS,
     FLEET,
     FOLLOWERS,
     IN_FLIGHT,
@@ -151,6 +152,7 @@ def create_app(
     app[IN_FLIGHT] = InFlight()
     app[ROLE] = role
     app[BODY_LIMITS] = parts.body_limits
+    app[CONNECTIONS] = parts.connections
     if parts.leader is not None:
         app.cleanup_ctx.append(_data_dir_ctx(parts))
     app.cleanup_ctx.append(_threads_ctx(parts))

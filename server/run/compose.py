@@ -28,7 +28,7 @@ from ..git.data_dir import DataDir, DataDirLock, LastGoodRecord
 from ..git.mirror import GitMirror, MirrorReader
 from ..git.signatures import SignaturePolicy
 from ..ops.fleet import FleetTable
-from ..ops.metrics import Metrics, StateCollector
+from ..ops.metrics import ConnectionCounts, Metrics, StateCollector
 from ..ops.metrics_env import metrics_dir_in_use
 from ..ops.status import RepoDescription
 from ..processes.follower import LeaderFollower
@@ -119,6 +119,7 @@ class Parts:
     repo: RepoDescription
     body_limits: BodyLimits
     metrics_dir: Path | None  # the multiprocess metrics of --workers N
+    connections: ConnectionCounts  # what the connection guards saw (web.connections)
 
 
 def compose(
@@ -202,6 +203,7 @@ def compose(
     started_at = time.time()
     metrics_dir = metrics_dir_in_use() if settings.workers > 1 else None
     metrics = Metrics(str(metrics_dir) if metrics_dir is not None else None)
+    connections = ConnectionCounts()
     metrics.registry.register(
         StateCollector(
             holder=holder,
@@ -210,6 +212,7 @@ def compose(
             started_at=started_at,
             stale_after=settings.stale_after,
             ref=settings.ref,
+            connections=connections,
         )
     )
     return Parts(
@@ -238,4 +241,5 @@ def compose(
         ),
         body_limits=body_limits(settings),
         metrics_dir=metrics_dir,
+        connections=connections,
     )

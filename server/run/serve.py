@@ -32,7 +32,8 @@ from ..base.logs import configure_logging
 from ..config.schema import load_schema
 from ..processes.role import LEADER, ProcessRole
 from ..settings import Settings
-from ..web.keys import FOLLOWERS, IN_FLIGHT, SYNC
+from ..web.connections import ConnectionLimits, GuardedSite, usable_connections
+from ..web.keys import CONNECTIONS, FOLLOWERS, IN_FLIGHT, SYNC
 from .app import create_app
 from .tls import tls_context
 
@@ -87,6 +88,12 @@ def _stop_on(signum: int, stop: asyncio.Event) -> None:
     stop.set()
 
 
+def single_listener(settings: Settings) -> socket.socket:
+    """The listening socket of a server of one process."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    return socket.create_server((settings.host, settings.port), family=family)
+
+
 async def _ready_or_stopped(ready: asyncio.Event, stop: asyncio.Event) -> bool:
     """Wait for ``ready``; False when ``stop`` comes first."""
     waits = [asyncio.create_task(ready.wait()), asyncio.create_task(stop.wait())]
@@ -121,12 +128,25 @@ async def serve(
         # the kernel would hand it workers to answer with 503.
         if not role.is_leader and not await _ready_or_stopped(app[SYNC].first_attempt_done, stop):
             return
-        site: web.BaseSite
-        if settings.workers > 1:
-            listener = listener or shared_listener(settings, first=False)
-            site = web.SockSite(runner, listener, ssl_context=ssl_context)
-        else:
-            site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context)
+        if listener is None:
+            listener = (
+                shared_listener(settings, first=False)
+                if settings.workers > 1
+                else single_listener(settings)
+            )
+        limits = ConnectionLimits(
+            max_connections=usable_connections(settings.max_connections),
+            header_timeout=settings.header_timeout,
+        )
+        if limits.max_connections < settings.max_connections:
+            log.warning(
+                "--max-connections %d lowered to %d: the file descriptor limit allows no more",
+                settings.max_connections,
+                limits.max_connections,
+            )
+        site = GuardedSite(
+            runner, listener, limits=limits, counts=app[CONNECTIONS], ssl_context=ssl_context
+        )
         await site.start()
         await stop.wait()
 

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from ..base.logs import Fields
 from ..ops.fleet import FleetTable
-from ..ops.metrics import Metrics
+from ..ops.metrics import ConnectionCounts, Metrics
 from ..ops.status import RepoDescription
 from ..processes.pool import FollowerPool
 from ..processes.role import ProcessRole
@@ -36,6 +36,7 @@ AUTH = web.AppKey("auth", AuthPolicy)
 METRICS = web.AppKey("metrics", Metrics)
 FLEET = web.AppKey("fleet", FleetTable)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
+CONNECTIONS = web.AppKey("connections", ConnectionCounts)
 ROLE = web.AppKey("role", ProcessRole)  # which process of --workers N this is
 FOLLOWERS = web.AppKey("followers", FollowerPool)  # the leader's followers (--workers > 1)
 

@@ -6,10 +6,16 @@ web layer imports a handler module for its helpers.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
 from aiohttp import web
 
-from ..base.errors import InvalidAppId, InvalidParameter
+from ..base.errors import BodyTimeout, InvalidAppId, InvalidParameter
 from ..config.names import check_app_id
+
+T = TypeVar("T")
 
 HISTORY_DEFAULT_LIMIT = 20
 HISTORY_MAX_LIMIT = 200
@@ -42,3 +48,14 @@ def parse_limit(request: web.Request) -> int:
             f"limit must be a whole number from 1 to {HISTORY_MAX_LIMIT}, got {raw[:20]!r}"
         )
     return limit
+
+
+async def body_within(seconds: float, reading: Awaitable[T]) -> T:
+    """The body, read within ``seconds`` (--body-timeout); a client too slow gets a 408."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await reading
+    except TimeoutError:
+        raise BodyTimeout(
+            f"the request body did not arrive within {seconds:g} s (--body-timeout)"
+        ) from None

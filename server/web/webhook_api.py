@@ -8,7 +8,8 @@ from aiohttp import web
 
 from ..base.errors import MalformedBody
 from ..sync.state import SyncTrigger
-from .keys import SYNC, WEBHOOKS
+from .keys import SETTINGS, SYNC, WEBHOOKS
+from .params import body_within
 from .webhooks import (
     MAX_WEBHOOK_BYTES,
     PROVIDERS,
@@ -32,7 +33,9 @@ async def handle_webhook(request: web.Request) -> web.Response:
         raise web.HTTPNotFound()
     receiver = request.app[WEBHOOKS]
     receiver.check_before_body(provider, request.headers, request.content_length)
-    body = await read_limited(request, receiver, MAX_WEBHOOK_BYTES)
+    body = await body_within(
+        request.app[SETTINGS].body_timeout, read_limited(request, receiver, MAX_WEBHOOK_BYTES)
+    )
     event, payload = check_and_parse(receiver, provider, request.headers, body)
     if not receiver.first_delivery(delivery_id(provider, request.headers)):
         return web.json_response({"accepted": False, "reason": "delivery already received"})

@@ -153,3 +153,86 @@ def test_webhook_bodies_are_refused_before_they_are_read(
     finally:
         off.stop()
         on.stop()
+
+
+def _closed_by_server(sock: socket.socket, within: float) -> bool:
+    sock.settimeout(within)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except OSError:
+        return True  # reset: closed too
+    return True
+
+
+def test_slow_heads_are_cut_and_workers_still_answered(
+    tmp_path: Path, config_repo: ConfigRepo
+) -> None:
+    server = ServerProcess(
+        tmp_path, "slowloris", "--repo", str(config_repo.path), "--header-timeout", "1"
+    )
+    try:
+        server.wait_ready()
+        slow = [
+            _send_head(server.port, "GET /config?appId=test-app HTTP/1.1\r\nHost")
+            for _ in range(50)
+        ]
+        silent = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(10)]
+        assert server.json("/config?appId=test-app")[0] == 200  # a worker meanwhile
+        for sock in [*slow, *silent]:
+            assert _closed_by_server(sock, within=5)
+            sock.close()
+        _, _, metrics = server.request("/metrics")
+        assert "lmcache_config_connections_timed_out_total 60.0" in metrics.decode()
+    finally:
+        server.stop()
+
+
+def test_connections_beyond_the_limit_are_closed_at_once(
+    tmp_path: Path, config_repo: ConfigRepo
+) -> None:
+    server = ServerProcess(
+        tmp_path, "limit", "--repo", str(config_repo.path), "--max-connections", "20"
+    )
+    try:
+        server.wait_ready()
+        held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(20)]
+        wait_until(
+            lambda: not _closed_by_server(held[-1], within=0.2), "the 20 connections to be held"
+        )
+        extra = socket.create_connection(("127.0.0.1", server.port))
+        assert _closed_by_server(extra, within=5)
+        extra.close()
+        for sock in held:
+            sock.close()
+        wait_until(lambda: server.json("/readyz")[0] == 200, "room for a new connection")
+        _, _, metrics = server.request("/metrics")
+        refused = [
+            float(line.split()[1])
+            for line in metrics.decode().splitlines()
+            if line.startswith("lmcache_config_connections_refused_total ")
+        ]
+        assert refused and refused[0] >= 1
+    finally:
+        server.stop()
+
+
+def test_a_slow_body_is_a_408(tmp_path: Path, config_repo: ConfigRepo) -> None:
+    server = ServerProcess(
+        tmp_path, "slowbody", "--repo", str(config_repo.path), "--body-timeout", "1"
+    )
+    try:
+        server.wait_ready()
+        sock = _send_head(
+            server.port,
+            "GET /config?appId=test-app HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n",
+            b'{"env_variables"',
+        )
+        assert _status_line(sock) == "HTTP/1.1 408 Request Timeout"
+        sock.close()
+        assert server.json("/config?appId=test-app")[0] == 200
+    finally:
+        server.stop()
