@@ -16,12 +16,17 @@ guard first:
 
 The guard follows request boundaries by Content-Length; a chunked body ends
 the guarding of that connection (no client of this server sends one).
+
+Requests so malformed that aiohttp refuses them before any handler runs (a bad
+method, an over-long line) are answered here too: a JSON error like every
+other, and one log line, instead of aiohttp's plain text and a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import re
 import resource
 import socket
@@ -29,8 +34,15 @@ import ssl
 from typing import cast
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_request import BaseRequest
 
+from ..base.issues import printable
+from ..base.logs import log_event
 from ..ops.metrics import ConnectionCounts
+from .params import json_error
+
+log = logging.getLogger("server.access")
 
 _HEAD_END = b"\r\n\r\n"
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d+)", re.IGNORECASE)
@@ -169,6 +181,30 @@ class _Guard(asyncio.Protocol):
             self._transport.abort()
 
 
+class _JsonErrors(web.RequestHandler):
+    """aiohttp's protocol, answering what its parser refuses as JSON, logged in one line."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if not isinstance(exc, HttpProcessingError) or status >= 500:
+            return super().handle_error(request, status, exc, message)
+        reason = printable((message or exc.message or "bad request").split("\n", 1)[0])[:200]
+        log_event(
+            log,
+            logging.INFO,
+            "request",
+            {"id": None, "method": None, "path": None, "status": status, "error": reason},
+        )
+        response = json_error(status, "bad_request", f"the request could not be read: {reason}")
+        response.force_close()
+        return response
+
+
 class GuardedSite(web.SockSite):
     """aiohttp's SockSite, with every connection behind a :class:`_Guard`."""
 
@@ -194,9 +230,13 @@ class GuardedSite(web.SockSite):
         assert server is not None
         limits, counts = self._limits, self._counts
 
-        def guarded() -> asyncio.Protocol:
-            return _Guard(server(), limits, counts)
+        loop = asyncio.get_running_loop()
 
-        self._server = await asyncio.get_running_loop().create_server(
+        def guarded() -> asyncio.Protocol:
+            # The handler arguments the runner gave its server (access log off, timeouts).
+            handler = _JsonErrors(server, loop=loop, **server._kwargs)
+            return _Guard(handler, limits, counts)
+
+        self._server = await loop.create_server(
             guarded, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog
         )

@@ -237,3 +237,36 @@ def test_a_slow_body_is_a_408(tmp_path: Path, config_repo: ConfigRepo) -> None:
         assert server.json("/config?appId=test-app")[0] == 200
     finally:
         server.stop()
+
+
+def test_what_aiohttp_cannot_parse_is_a_json_400_logged_once(
+    tmp_path: Path, config_repo: ConfigRepo
+) -> None:
+    server = ServerProcess(
+        tmp_path, "parse", "--repo", str(config_repo.path), "--log-format", "json"
+    )
+    try:
+        server.wait_ready()
+        for raw in (
+            b"G(T / HTTP/1.1\r\nHost: x\r\n\r\n",  # a bad method
+            b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # a line too long
+        ):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(raw)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            sock.close()
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert head.split(b"\r\n")[0].endswith(b" 400 Bad Request")
+            assert b"Content-Type: application/json" in head
+            error = json.loads(body)["error"]
+            assert (error["status"], error["code"]) == (400, "bad_request")
+            assert error["message"].startswith("the request could not be read: ")
+        assert server.json("/readyz")[0] == 200
+    finally:
+        server.stop()
+    lines = [json.loads(line) for line in server.log().splitlines()]
+    bad = [line for line in lines if line.get("event") == "request" and line["status"] == 400]
+    assert len(bad) == 2
+    assert not [line for line in lines if "exception" in line or line["level"] == "error"]
