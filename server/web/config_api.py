@@ -43,7 +43,10 @@ async def handle_config(request: web.Request) -> web.Response:
     # The body is checked whole even when no rule reads it, so a malformed one is never
     # accepted; current_config is built only when a rule or access condition reads it.
     answer = snapshot.fixed_answer(app_id)
-    raw = await body_within(settings.body_timeout, request.read())
+    if request.content.is_eof():  # the whole body is here already (the common case)
+        raw = await request.read()
+    else:
+        raw = await body_within(settings.body_timeout, request.read())
     body = parse_body(raw, request.app[BODY_LIMITS], need_config=answer is None)
     if answer is None:
         try:

@@ -51,6 +51,8 @@ _CHUNKED = re.compile(rb"\r\ntransfer-encoding[ \t]*:[^\r\n]*chunked", re.IGNORE
 _MAX_HEAD_SEEN = 128 * 1024
 # File descriptors kept for everything that is not a client connection (git, files).
 FD_RESERVE = 256
+# How often slow heads are looked for: a head is cut between 0 and this late.
+SWEEP_SECONDS = 1.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -76,20 +78,47 @@ def usable_connections(wanted: int) -> int:
     return max(16, min(wanted, soft - FD_RESERVE))
 
 
+class HeadClock:
+    """One sweep a second over the connections awaiting a request head.
+
+    Cheaper than a timer per request: a request only notes when its head began;
+    the sweep closes those that began more than ``header_timeout`` ago.
+    """
+
+    def __init__(self, limits: ConnectionLimits, counts: ConnectionCounts) -> None:
+        self.limits = limits
+        self.counts = counts
+        self.awaiting: dict[_Guard, float] = {}  # connection -> when its head began
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self._handle = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._sweep)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() - self.limits.header_timeout
+        for guard in [g for g, began in self.awaiting.items() if began < deadline]:
+            self.awaiting.pop(guard, None)
+            guard.too_slow()
+        self._handle = loop.call_later(SWEEP_SECONDS, self._sweep)
+
+
 class _Guard(asyncio.Protocol):
     """Stands between the transport and aiohttp's protocol for one connection."""
 
-    def __init__(
-        self, inner: asyncio.Protocol, limits: ConnectionLimits, counts: ConnectionCounts
-    ) -> None:
+    __slots__ = ("_body_left", "_clock", "_counted", "_guarding", "_head", "_inner", "_transport")
+
+    def __init__(self, inner: asyncio.Protocol, clock: HeadClock) -> None:
         self._inner = inner
-        self._limits = limits
-        self._counts = counts
+        self._clock = clock
         self._transport: asyncio.Transport | None = None
         self._counted = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._head = bytearray()
-        self._in_head = True  # the first request's head is awaited from the connect
+        self._head = b""  # a head that has begun and not ended
         self._body_left = 0
         self._guarding = True
 
@@ -97,13 +126,14 @@ class _Guard(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = stream = cast(asyncio.Transport, transport)  # a stream server's
-        if self._counts.open >= self._limits.max_connections:
-            self._counts.refused += 1
+        counts = self._clock.counts
+        if counts.open >= self._clock.limits.max_connections:
+            counts.refused += 1
             stream.abort()
             return
-        self._counts.open += 1
+        counts.open += 1
         self._counted = True
-        self._arm()
+        self._began()  # the first request's head is awaited from the connect
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -115,10 +145,10 @@ class _Guard(asyncio.Protocol):
         return self._inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._clock.awaiting.pop(self, None)
         if self._counted:
             self._counted = False
-            self._counts.open -= 1
+            self._clock.counts.open -= 1
             self._inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -130,54 +160,46 @@ class _Guard(asyncio.Protocol):
     # -- following request boundaries --
 
     def _follow(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view and self._guarding:
+        position = 0
+        size = len(data)
+        while position < size:
             if self._body_left:
-                taken = min(self._body_left, len(view))
+                taken = min(self._body_left, size - position)
                 self._body_left -= taken
-                view = view[taken:]
+                position += taken
                 continue
-            if not self._in_head:
-                self._in_head = True  # the first byte of the next request
-                self._arm()
-            start = max(0, len(self._head) - 3)
-            self._head += view
-            end = self._head.find(_HEAD_END, start)
+            if not self._head and self not in self._clock.awaiting:
+                self._began()  # the first byte of the next request's head
+            chunk = data[position:] if position else data
+            text = self._head + chunk if self._head else chunk
+            end = text.find(_HEAD_END, max(0, len(self._head) - 3))
             if end < 0:
-                if len(self._head) > _MAX_HEAD_SEEN:
+                self._head = text
+                if len(text) > _MAX_HEAD_SEEN:
                     self._stop_guarding()
                 return
-            head = bytes(self._head[:end])
-            rest = self._head[end + len(_HEAD_END) :]
-            self._head = bytearray()
-            self._in_head = False
-            self._disarm()
+            head = text[:end]
+            consumed = end + len(_HEAD_END) - len(self._head)  # of this chunk
+            self._head = b""
+            self._clock.awaiting.pop(self, None)
             if _CHUNKED.search(head):
                 self._stop_guarding()
                 return
             length = _CONTENT_LENGTH.search(head)
             self._body_left = int(length.group(1)) if length else 0
-            view = memoryview(bytes(rest))
+            position += consumed
+
+    def _began(self) -> None:
+        self._clock.awaiting[self] = asyncio.get_running_loop().time()
 
     def _stop_guarding(self) -> None:
         self._guarding = False
-        self._head = bytearray()
-        self._disarm()
+        self._head = b""
+        self._clock.awaiting.pop(self, None)
 
-    def _arm(self) -> None:
-        self._disarm()
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self._limits.header_timeout, self._too_slow)
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _too_slow(self) -> None:
-        self._timer = None
+    def too_slow(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            self._counts.timed_out += 1
+            self._clock.counts.timed_out += 1
             self._transport.abort()
 
 
@@ -208,7 +230,7 @@ class _JsonErrors(web.RequestHandler):
 class GuardedSite(web.SockSite):
     """aiohttp's SockSite, with every connection behind a :class:`_Guard`."""
 
-    __slots__ = ("_counts", "_limits")
+    __slots__ = ("_clock",)
 
     def __init__(
         self,
@@ -221,22 +243,28 @@ class GuardedSite(web.SockSite):
         backlog: int = 4096,
     ) -> None:
         super().__init__(runner, sock, ssl_context=ssl_context, backlog=backlog)
-        self._limits = limits
-        self._counts = counts
+        self._clock = HeadClock(limits, counts)
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with its runner
         server = self._runner.server
         assert server is not None
-        limits, counts = self._limits, self._counts
-
+        clock = self._clock
         loop = asyncio.get_running_loop()
+
+        guard = clock.limits.header_timeout > 0
 
         def guarded() -> asyncio.Protocol:
             # The handler arguments the runner gave its server (access log off, timeouts).
             handler = _JsonErrors(server, loop=loop, **server._kwargs)
-            return _Guard(handler, limits, counts)
+            return _Guard(handler, clock) if guard else handler
 
         self._server = await loop.create_server(
             guarded, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog
         )
+        if guard:
+            clock.start()
+
+    async def stop(self) -> None:
+        self._clock.stop()
+        await super().stop()
