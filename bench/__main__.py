@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from bench import history, push_to_serve, scale, throughput, workers
+from bench import burst, history, push_to_serve, scale, throughput, workers
 from bench.common import RESULTS, machine
 from bench.loadgen import generator_name
 
@@ -23,6 +23,8 @@ def main() -> None:
     scale.print_table(scale.run())
     print()
     history.print_table(history.run())
+    print()
+    burst.print_table(burst.run())
     print()
     figures = push_to_serve.run()
     print(

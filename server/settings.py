@@ -192,8 +192,8 @@ class Settings:
     header_timeout: float = _setting(
         10.0,
         "Seconds a request's head (request line and headers) may take to arrive, from its "
-        "first byte (or from connecting); a slower connection is closed. 0 turns the "
-        "connection guard off (and --max-connections with it), for a proxy in front that "
+        "first byte; a slower connection is closed (one that sends nothing: after 60 s). 0 "
+        "turns the connection guard off (and --max-connections with it), for a proxy in front that "
         "bounds connections itself: about a tenth more throughput.",
         metavar="SECONDS",
     )

@@ -9,8 +9,8 @@ guard first:
 - beyond ``max_connections`` open at once, a new connection is closed at
   once (and counted), before aiohttp sees it;
 - a request head (request line and headers) must be complete within
-  ``header_timeout`` seconds of its first byte (for a connection's first
-  request: of connecting); otherwise the connection is closed. The body is
+  ``header_timeout`` seconds of its first byte; a connection that sends
+  nothing at all is closed after ``SILENT_SECONDS``. The body is
   bounded by the handlers that read it (``body_timeout``). An idle keep-alive
   connection is aiohttp's to close.
 
@@ -53,6 +53,8 @@ _MAX_HEAD_SEEN = 128 * 1024
 FD_RESERVE = 256
 # How often slow heads are looked for: a head is cut between 0 and this late.
 SWEEP_SECONDS = 1.0
+# A connection that sends no byte at all is closed after this long.
+SILENT_SECONDS = 60.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -133,7 +135,10 @@ class _Guard(asyncio.Protocol):
             return
         counts.open += 1
         self._counted = True
-        self._began()  # the first request's head is awaited from the connect
+        # A connection that sends nothing at all gets longer: under a burst this server
+        # may read a head long after it was sent, and bytes not read yet must not count
+        # as slow. A slowloris sends its first byte at once and is timed from it.
+        self._began(grace=SILENT_SECONDS - self._clock.limits.header_timeout)
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -168,8 +173,8 @@ class _Guard(asyncio.Protocol):
                 self._body_left -= taken
                 position += taken
                 continue
-            if not self._head and self not in self._clock.awaiting:
-                self._began()  # the first byte of the next request's head
+            if not self._head:
+                self._began()  # the first byte of a request's head (the connect's grace ends)
             chunk = data[position:] if position else data
             text = self._head + chunk if self._head else chunk
             end = text.find(_HEAD_END, max(0, len(self._head) - 3))
@@ -189,8 +194,8 @@ class _Guard(asyncio.Protocol):
             self._body_left = int(length.group(1)) if length else 0
             position += consumed
 
-    def _began(self) -> None:
-        self._clock.awaiting[self] = asyncio.get_running_loop().time()
+    def _began(self, grace: float = 0.0) -> None:
+        self._clock.awaiting[self] = asyncio.get_running_loop().time() + max(0.0, grace)
 
     def _stop_guarding(self) -> None:
         self._guarding = False
