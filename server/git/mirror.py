@@ -82,6 +82,11 @@ def _loose_refs(git_dir: Path) -> list[Path]:
     return [path for path in refs.rglob("*") if path.is_file()] if refs.is_dir() else []
 
 
+def _log_repairs(repairs: list[str]) -> None:
+    for repair in repairs:
+        log.warning("repaired the local mirror: %s", repair)
+
+
 def _git_error(action: str, exc: Exception) -> GitError:
     detail = exc.stderr.strip() if isinstance(exc, git.GitCommandError) else str(exc)
     detail = " ".join(str(detail).replace("stderr:", "").split())
@@ -157,11 +162,11 @@ class GitMirror:
 
         A mirror that exists is repaired in place, never deleted, so that the
         commits it holds (the last good one among them) survive damage and a
-        remote that is down: an unreadable config is written anew, a URL that
+        remote that is down: an unreadable config is written anew, and a URL that
         names the same repository another way (a rotated token, a path for a
-        file:// URL) is updated, and refs that git cannot read are removed (they
-        come back with the next fetch). Only a mirror of another repository is
-        replaced.
+        file:// URL) is updated. Refs git cannot read are ``repair_refs``'s, run
+        at startup and when a fetch fails, not on every sync. Only a mirror of
+        another repository is replaced.
         """
         if self._exists():
             url = self._configured_url()
@@ -172,8 +177,7 @@ class GitMirror:
                 )
                 shutil.rmtree(self.path)
             else:
-                for repair in self._repair(url):
-                    log.warning("repaired the local mirror: %s", repair)
+                _log_repairs(self._repair_config(url))
                 return False
         elif self.path.exists():
             shutil.rmtree(self.path)  # not a git repository at all: nothing in it to keep
@@ -195,15 +199,22 @@ class GitMirror:
         except git.GitError as exc:
             raise _git_error("creating the local mirror", exc) from None
 
-    def _repair(self, url: str | None) -> list[str]:
-        """Fix what git cannot read in an existing mirror; the repairs made, for the log."""
-        done: list[str] = []
+    def _repair_config(self, url: str | None) -> list[str]:
+        """A config git cannot read written anew, or the URL updated; the repairs made."""
         if url is None:
             (self.path / "config").write_text(_config_text(self.remote), encoding="utf-8")
-            done.append("its git config could not be read: written anew")
-        elif url != self.remote:
+            return ["its git config could not be read: written anew"]
+        if url != self.remote:
             self._git("config", "remote.origin.url", self.remote)
-            done.append("remote URL updated (the same repository, spelled or signed anew)")
+            return ["remote URL updated (the same repository, spelled or signed anew)"]
+        return []
+
+    def repair_refs(self) -> list[str]:
+        """Remove the refs git cannot read (they come back with the next fetch).
+
+        Each repair is logged; the list says whether there were any.
+        """
+        done: list[str] = []
         packed = self.path / "packed-refs"
         if packed.is_file() and not _packed_refs_readable(packed):
             packed.unlink()
@@ -212,6 +223,7 @@ class GitMirror:
             if not _REF_LINE.fullmatch(ref.read_bytes()):
                 ref.unlink()
                 done.append(f"{ref.relative_to(self.path)} could not be read: removed")
+        _log_repairs(done)
         return done
 
     def _git(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -274,7 +286,13 @@ class GitMirror:
         return removed
 
     def fetch(self) -> None:
-        self._fetch_into(self.path)
+        """Fetch the remote; a fetch that fails on refs git cannot read is repaired, once."""
+        try:
+            self._fetch_into(self.path)
+        except GitError:
+            if not self.repair_refs():
+                raise
+            self._fetch_into(self.path)
 
     def _fetch_into(self, path: Path) -> None:
         options = ["--prune", "--no-tags", "--quiet"]

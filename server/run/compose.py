@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..base.errors import SettingsError
-from ..base.redact import redact
 from ..base.secret_file import read_secret_file
 from ..base.tasks import OneThread
 from ..config.loader import RepoLimits
@@ -102,10 +101,8 @@ class Parts:
     """Every shared collaborator of one process."""
 
     settings: Settings
-    role: ProcessRole
     started_at: float
     holder: SnapshotHolder
-    mirror: GitMirror
     sync: SyncControl
     leader: LeaderParts | None  # None in a follower
     follower: LeaderFollower | None  # None in the leader
@@ -217,10 +214,8 @@ def compose(
     )
     return Parts(
         settings=settings,
-        role=role,
         started_at=started_at,
         holder=holder,
-        mirror=mirror,
         sync=sync,
         leader=leader,
         follower=follower,
@@ -234,7 +229,7 @@ def compose(
         auth=auth,
         webhooks=webhooks,
         repo=RepoDescription(
-            remote=redact(mirror.remote),
+            remote=mirror.remote_for_display,
             ref=settings.ref,
             path=settings.path,
             credentials=credentials.describe(),

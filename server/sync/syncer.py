@@ -200,7 +200,9 @@ class Syncer:
         if not self.mirror.is_usable():
             return None
         try:
-            self.mirror.ensure()  # repairs in place what git cannot read; keeps every object
+            # Repairs in place what git cannot read, keeping every object.
+            self.mirror.ensure()
+            self.mirror.repair_refs()
             sha = self._last_good.load() or self.mirror.marked_last_good()
             if sha is None or not self.mirror.has_commit(sha):
                 return self._build_or_walk_back(self.mirror.resolve(), None)

@@ -19,7 +19,7 @@ from ..base.errors import AccessDenied, NotReady, UnknownApp
 from ..base.logs import Fields
 from ..ops.metrics import INVALID_APP, app_label
 from .keys import ACCESS_LOG_FIELDS, APP_LABEL, BODY_LIMITS, FLEET, SETTINGS, SNAPSHOTS
-from .params import body_within, parse_app_id
+from .params import parse_app_id, read_body
 from .request_body import parse_body
 
 log = logging.getLogger("server.access")
@@ -43,10 +43,7 @@ async def handle_config(request: web.Request) -> web.Response:
     # The body is checked whole even when no rule reads it, so a malformed one is never
     # accepted; current_config is built only when a rule or access condition reads it.
     answer = snapshot.fixed_answer(app_id)
-    if request.content.is_eof():  # the whole body is here already (the common case)
-        raw = await request.read()
-    else:
-        raw = await body_within(settings.body_timeout, request.read())
+    raw = await read_body(request, settings.body_timeout)
     body = parse_body(raw, request.app[BODY_LIMITS], need_config=answer is None)
     if answer is None:
         try:

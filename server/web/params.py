@@ -59,3 +59,10 @@ async def body_within(seconds: float, reading: Awaitable[T]) -> T:
         raise BodyTimeout(
             f"the request body did not arrive within {seconds:g} s (--body-timeout)"
         ) from None
+
+
+async def read_body(request: web.Request, seconds: float) -> bytes:
+    """The whole body within ``seconds``; no timer when it has all arrived (the common case)."""
+    if request.content.is_eof():
+        return await request.read()
+    return await body_within(seconds, request.read())

@@ -88,6 +88,15 @@ class WebhookReceiver:
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.bytes_in_flight = 0
 
+    def required_secret(self) -> bytes:
+        """The secret; WebhookDisabled (403) while none is set."""
+        if self.secret is None:
+            raise WebhookDisabled(
+                f"webhooks are disabled: set {env_var_name('webhook_secret')} or "
+                "--webhook-secret-file, and the same secret in the git host's webhook"
+            )
+        return self.secret
+
     def check_before_body(self, provider: str, headers: Any, content_length: int | None) -> None:
         """Everything that can refuse a delivery before one byte of its body is read.
 
@@ -95,16 +104,12 @@ class WebhookReceiver:
         size over the limit: refused at once, so an unauthenticated sender cannot make
         the server hold its bytes.
         """
-        if self.secret is None:
-            raise WebhookDisabled(
-                f"webhooks are disabled: set {env_var_name('webhook_secret')} or "
-                "--webhook-secret-file, and the same secret in the git host's webhook"
-            )
+        secret = self.required_secret()
         header = _SIGNATURE_HEADERS[provider]
         if not headers.get(header, ""):
             log.warning("webhook (%s) refused: no %s header", provider, header)
             raise Unauthorized(f"missing or invalid {provider} webhook signature")
-        if provider == "gitlab" and not signature_valid(provider, self.secret, headers, b""):
+        if provider == "gitlab" and not signature_valid(provider, secret, headers, b""):
             log.warning("webhook (%s) refused: missing or bad signature", provider)
             raise Unauthorized(f"missing or invalid {provider} webhook signature")
         if content_length is not None and content_length > MAX_WEBHOOK_BYTES:
@@ -153,12 +158,7 @@ def check_and_parse(
     receiver: WebhookReceiver, provider: str, headers: Any, body: bytes
 ) -> tuple[str, dict[str, Any]]:
     """Verify a delivery and return (event name, payload); raise a JSON-mapped error."""
-    if receiver.secret is None:
-        raise WebhookDisabled(
-            f"webhooks are disabled: set {env_var_name('webhook_secret')} or "
-            "--webhook-secret-file, and the same secret in the git host's webhook"
-        )
-    if not signature_valid(provider, receiver.secret, headers, body):
+    if not signature_valid(provider, receiver.required_secret(), headers, body):
         log.warning("webhook (%s) refused: missing or bad signature", provider)
         raise Unauthorized(f"missing or invalid {provider} webhook signature")
     event = headers.get(dict(_EVENT_HEADERS)[provider], "")

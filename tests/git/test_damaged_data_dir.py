@@ -123,3 +123,24 @@ async def test_a_rotated_token_in_the_url_keeps_the_mirror(
     second = await start_server(http.url("cfg.git", userinfo="deploy:new-token"), data_dir=data_dir)
     assert second.served_sha == good
     assert (await second.config())[0] == 200
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [DAMAGE["garbage loose ref"], DAMAGE["NUL-filled loose ref"], DAMAGE["garbage packed-refs"]],
+    ids=["garbage loose ref", "NUL-filled loose ref", "garbage packed-refs"],
+)
+async def test_refs_damaged_while_running_are_repaired_by_the_next_sync(
+    damage: Callable[[Path], None],
+    config_repo: ConfigRepo,
+    start_server: ServerFactory,
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    server = await start_server(config_repo.path, data_dir=data_dir)
+    damage(data_dir)
+    change = config_repo.commit_files(
+        {"apps/test-app.yaml": BASIC_APP.replace("chunk_size: 512", "chunk_size: 4096")}
+    )
+    record = await server.syncer.sync(SyncTrigger.MANUAL)
+    assert (record.result, record.new_commit) == ("updated", change)
