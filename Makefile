@@ -43,11 +43,13 @@ run: $(STAMP) example-repo
 		--port $(PORT) --data-dir $(RUN_DIR)/data --poll-interval 5
 
 # Tests use real programs from Debian: Chromium (driven by Playwright, no browser
-# download) for the dashboard, and OpenSSH's server for git over ssh.
+# download) for the dashboard, OpenSSH's server for git over ssh, and libfaketime to
+# step a server's wall clock.
 test-tools:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
+	ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || missing="$$missing libfaketime"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages for the tests:$$missing"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \

@@ -35,6 +35,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from ..base.clock import Moment
 from ..config.snapshot import Snapshot
 from ..sync.control import SyncControl
 from ..sync.freshness import freshness
@@ -125,7 +126,7 @@ class StateCollector:
         holder: SnapshotHolder,
         syncer: SyncControl,
         fleet: FleetTable,
-        started_at: float,
+        started: Moment,
         stale_after: float,
         ref: str,
         connections: ConnectionCounts | None = None,
@@ -134,7 +135,7 @@ class StateCollector:
         self._holder = holder
         self._syncer = syncer
         self._fleet = fleet
-        self._started_at = started_at
+        self._started = started
         self._stale_after = stale_after
         self._ref = ref
 
@@ -166,7 +167,7 @@ class StateCollector:
         )
 
         fresh = freshness(
-            state, started_at=self._started_at, stale_after=self._stale_after, now=now
+            state, started=self._started, stale_after=self._stale_after, now=Moment.now()
         )
         yield GaugeMetricFamily(
             f"{PREFIX}_seconds_since_last_successful_sync",

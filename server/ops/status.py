@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ..base.clock import Moment
 from ..config.snapshot import Snapshot
 from ..sync.freshness import Freshness, freshness
 from ..sync.state import SnapshotHolder, SyncRecord, SyncState
@@ -32,7 +33,7 @@ class StatusView:
     state: SyncState
     fresh: Freshness
     repo: RepoDescription
-    started_at: float
+    started: Moment
     stale_after: float
     fleet: FleetTable
 
@@ -95,7 +96,7 @@ class StatusView:
             "last_rejected": state.last_rejection.as_json() if state.last_rejection else None,
             "recent_syncs": [record.as_json() for record in self.recent],
             "sync_task_error": state.task_error,
-            "started_at": self.started_at,
+            "started_at": self.started.wall,
             "fleet_instances_tracked": self.instances,
         }
 
@@ -106,16 +107,16 @@ def status_view(
     state: SyncState,
     fleet: FleetTable,
     repo: RepoDescription,
-    started_at: float,
+    started: Moment,
     stale_after: float,
-    now: float,
+    now: Moment,
 ) -> StatusView:
     return StatusView(
         snapshot=holder.current,
         state=state,
-        fresh=freshness(state, started_at=started_at, stale_after=stale_after, now=now),
+        fresh=freshness(state, started=started, stale_after=stale_after, now=now),
         repo=repo,
-        started_at=started_at,
+        started=started,
         stale_after=stale_after,
         fleet=fleet,
     )

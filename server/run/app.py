@@ -36,7 +36,7 @@ from ..web.keys import (
     ROLE,
     SETTINGS,
     SNAPSHOTS,
-    STARTED_AT,
+    STARTED,
     SYNC,
     VIEWER,
     WEBHOOKS,
@@ -146,7 +146,7 @@ def create_app(
     app[SYNC] = parts.sync
     app[VIEWER] = parts.viewer
     app[REPO] = parts.repo
-    app[STARTED_AT] = parts.started_at
+    app[STARTED] = parts.started
     app[FLEET] = parts.fleet
     app[METRICS] = parts.metrics
     app[IN_FLIGHT] = InFlight()

@@ -13,10 +13,10 @@ processes have a view thread for history and past commits.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..base.clock import Moment
 from ..base.errors import SettingsError
 from ..base.secret_file import read_secret_file
 from ..base.tasks import OneThread
@@ -101,7 +101,7 @@ class Parts:
     """Every shared collaborator of one process."""
 
     settings: Settings
-    started_at: float
+    started: Moment
     holder: SnapshotHolder
     sync: SyncControl
     leader: LeaderParts | None  # None in a follower
@@ -197,7 +197,7 @@ def compose(
             on_leader_gone=on_leader_gone,
         )
         sync = follower
-    started_at = time.time()
+    started = Moment.now()
     metrics_dir = metrics_dir_in_use() if settings.workers > 1 else None
     metrics = Metrics(str(metrics_dir) if metrics_dir is not None else None)
     connections = ConnectionCounts()
@@ -206,7 +206,7 @@ def compose(
             holder=holder,
             syncer=sync,
             fleet=fleet,
-            started_at=started_at,
+            started=started,
             stale_after=settings.stale_after,
             ref=settings.ref,
             connections=connections,
@@ -214,7 +214,7 @@ def compose(
     )
     return Parts(
         settings=settings,
-        started_at=started_at,
+        started=started,
         holder=holder,
         sync=sync,
         leader=leader,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..base.clock import Moment
 from .state import SyncState
 
 
@@ -24,10 +25,11 @@ class Freshness:
     reason: str | None
 
 
-def freshness(state: SyncState, *, started_at: float, stale_after: float, now: float) -> Freshness:
-    last = state.last_success_at
-    since = None if last is None else max(0.0, now - last)
-    waited = since if since is not None else max(0.0, now - started_at)
+def freshness(state: SyncState, *, started: Moment, stale_after: float, now: Moment) -> Freshness:
+    """Measured on the monotonic clock: a wall clock stepped back must not hide an outage."""
+    last = state.last_success
+    since = None if last is None else last.seconds_until(now)
+    waited = since if since is not None else started.seconds_until(now)
     if waited <= stale_after:
         return Freshness(stale=False, since_last_success=since, reason=None)
     if last is None:

@@ -12,6 +12,7 @@ import collections
 import dataclasses
 import enum
 
+from ..base.clock import Moment
 from ..base.issues import ConfigIssue
 from ..config.snapshot import CommitInfo, Snapshot
 
@@ -88,7 +89,7 @@ class SyncState:
     """What /status reports about syncing. Touched only on the event loop."""
 
     last_sync: SyncRecord | None = None
-    last_success_at: float | None = None
+    last_success: Moment | None = None  # the last fetch that succeeded
     last_rejection: Rejection | None = None
     consecutive_failures: int = 0
     next_poll_at: float | None = None
@@ -108,6 +109,11 @@ class SyncState:
         default_factory=collections.Counter
     )
     rejected_commits: int = 0
+
+    @property
+    def last_success_at(self) -> float | None:
+        """When the last fetch succeeded, by the wall clock: to show, never to measure."""
+        return self.last_success.wall if self.last_success is not None else None
 
 
 class SnapshotHolder:

@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Callable
 
+from ..base.clock import Moment
 from ..base.errors import GitError, MirrorDamaged, NotReady
 from ..base.logs import log_event
 from ..base.tasks import OneThread, guarded_task
@@ -309,7 +310,7 @@ class Syncer:
                 return self._keep(_record(trigger, started, SyncResult.FAILED, old, old, error))
             self.state.consecutive_failures = 0
             self.state.backoff_seconds = 0.0
-            self.state.last_success_at = time.time()
+            self.state.last_success = Moment.now()
             if isinstance(outcome, WalkedBack):
                 self._reject(outcome.tip_rejection)
                 self.state.tip = outcome.tip_rejection.commit.sha

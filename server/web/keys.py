@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..base.clock import Moment
 from ..base.logs import Fields
 from ..ops.fleet import FleetTable
 from ..ops.metrics import ConnectionCounts, Metrics
@@ -29,7 +30,7 @@ SNAPSHOTS = web.AppKey("snapshots", SnapshotHolder)
 SYNC: web.AppKey[SyncControl] = web.AppKey("sync")
 VIEWER = web.AppKey("viewer", CommitViewer)  # history and past commits, on the view thread
 REPO = web.AppKey("repo", RepoDescription)
-STARTED_AT = web.AppKey("started_at", float)
+STARTED = web.AppKey("started", Moment)
 BODY_LIMITS = web.AppKey("body_limits", BodyLimits)
 WEBHOOKS = web.AppKey("webhooks", WebhookReceiver)
 AUTH = web.AppKey("auth", AuthPolicy)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 
 from aiohttp import web
 
+from ..base.clock import Moment
 from ..base.errors import InvalidParameter, NotReady
 from ..ops.status import StatusView, status_view
 from ..sync.state import SyncTrigger
@@ -27,7 +27,7 @@ from .keys import (
     ROLE,
     SETTINGS,
     SNAPSHOTS,
-    STARTED_AT,
+    STARTED,
     SYNC,
     VIEWER,
 )
@@ -79,9 +79,9 @@ def current_status(app: web.Application) -> StatusView:
         state=app[SYNC].state,
         fleet=app[FLEET],
         repo=app[REPO],
-        started_at=app[STARTED_AT],
+        started=app[STARTED],
         stale_after=app[SETTINGS].stale_after,
-        now=time.time(),
+        now=Moment.now(),
     )
 
 

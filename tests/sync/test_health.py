@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from server.base.clock import Moment
 from server.sync.freshness import freshness
 from server.sync.state import SyncRecord, SyncResult, SyncState, SyncTrigger
 from tests.support.gitdaemon import GitDaemon
@@ -88,25 +89,40 @@ def _failed(at: float) -> SyncRecord:
     )
 
 
+def _at(monotonic: float, *, wall: float = 1_800_000_000.0) -> Moment:
+    return Moment(wall=wall, monotonic=monotonic)
+
+
 def test_freshness_rules() -> None:
     state = SyncState()
     # Nothing has succeeded yet: the clock runs from startup.
-    assert not freshness(state, started_at=100.0, stale_after=60, now=150.0).stale
-    never = freshness(state, started_at=100.0, stale_after=60, now=200.0)
+    assert not freshness(state, started=_at(100.0), stale_after=60, now=_at(150.0)).stale
+    never = freshness(state, started=_at(100.0), stale_after=60, now=_at(200.0))
     assert never.stale
     assert never.reason == "no successful sync since startup 100 s ago (--stale-after 60 s)"
 
-    state.last_success_at = 1000.0
-    fresh = freshness(state, started_at=0.0, stale_after=60, now=1059.0)
+    state.last_success = _at(1000.0)
+    fresh = freshness(state, started=_at(0.0), stale_after=60, now=_at(1059.0))
     assert (fresh.stale, fresh.since_last_success) == (False, 59.0)
     state.last_sync = _failed(1100.0)
-    stale = freshness(state, started_at=0.0, stale_after=60, now=1100.0)
+    stale = freshness(state, started=_at(0.0), stale_after=60, now=_at(1100.0))
     assert stale.stale
     assert stale.reason == (
         "no successful sync for 100 s (--stale-after 60 s); "
         "last error: fetch failed: connection refused"
     )
     state.task_error = "RuntimeError: boom"
-    crashed = freshness(state, started_at=0.0, stale_after=60, now=1100.0)
+    crashed = freshness(state, started=_at(0.0), stale_after=60, now=_at(1100.0))
     assert crashed.reason is not None
     assert crashed.reason.endswith("the sync task crashed: RuntimeError: boom")
+
+
+def test_freshness_ignores_the_wall_clock() -> None:
+    """Durations come from the monotonic clock: stepping the wall clock changes nothing."""
+    state = SyncState(last_success=_at(1000.0, wall=1_800_000_000.0))
+    stepped_back = _at(1100.0, wall=1_800_000_000.0 - 3600)
+    stale = freshness(state, started=_at(0.0), stale_after=60, now=stepped_back)
+    assert (stale.stale, stale.since_last_success) == (True, 100.0)
+    stepped_forward = _at(1010.0, wall=1_800_000_000.0 + 3600)
+    fresh = freshness(state, started=_at(0.0), stale_after=60, now=stepped_forward)
+    assert (fresh.stale, fresh.since_last_success) == (False, 10.0)

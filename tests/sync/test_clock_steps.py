@@ -1,0 +1,125 @@
+"""Staleness under a stepped wall clock, in a real server process whose clock libfaketime moves.
+
+libfaketime (Debian's ``libfaketime``, installed by ``make test``) is preloaded
+into the server and re-reads its offset from a file on every call, so the
+test steps the wall clock of a running process the way NTP or an operator
+would; the monotonic clock is left alone, as the kernel leaves it.
+(libfaketime 0.9.10 makes ``time.sleep`` fail with EINVAL, which a timed
+``subprocess`` wait uses: a sync of the preloaded server may then fail as
+"unexpected OSError". That is the preload's doing, and none of the checks
+below depends on a sync succeeding after the step.)
+"""
+
+from __future__ import annotations
+
+import glob
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.gitdaemon import GitDaemon
+from tests.support.gitrepo import ConfigRepo
+from tests.support.procs import ServerProcess
+
+HOUR = 3600
+
+
+def _libfaketime() -> str:
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    assert found, "libfaketime is missing: `make test` installs Debian's libfaketime"
+    return found[0]
+
+
+class SteppedClock:
+    """The offset file of a preloaded libfaketime: writing it steps the process's wall clock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.step(0)
+
+    def step(self, seconds: int) -> None:
+        self.path.write_text(f"{seconds:+d}\n")
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "LD_PRELOAD": _libfaketime(),
+            "FAKETIME_TIMESTAMP_FILE": str(self.path),
+            "FAKETIME_NO_CACHE": "1",  # read the file on every call, so a step lands at once
+            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        }
+
+
+@pytest.fixture
+def clock(tmp_path: Path) -> SteppedClock:
+    return SteppedClock(tmp_path / "faketime-offset")
+
+
+@pytest.fixture
+def upstream(tmp_path: Path, git_daemon: GitDaemon) -> str:
+    repo = ConfigRepo(tmp_path / "upstream")
+    repo.commit_files({"apps/test-app.yaml": "overrides: {chunk_size: 16}\n"})
+    return git_daemon.url("upstream")
+
+
+def _start(tmp: Path, clock: SteppedClock, remote: str, *args: str) -> ServerProcess:
+    server = ServerProcess(tmp, "stepped", "--repo", remote, *args, env=clock.env)
+    server.wait_ready()
+    return server
+
+
+def _wall_clock_of(server: ServerProcess) -> float:
+    code, status = server.json("/status")
+    assert code == 200, status
+    return float(status["started_at"])
+
+
+def test_a_clock_stepped_back_does_not_hide_an_outage(
+    tmp_path: Path, clock: SteppedClock, upstream: str, git_daemon: GitDaemon
+) -> None:
+    server = _start(tmp_path, clock, upstream, "--poll-interval", "1", "--stale-after", "3")
+    try:
+        started = _wall_clock_of(server)
+        git_daemon.stop()
+        clock.step(-HOUR)
+        deadline = time.monotonic() + 20
+        status: dict[str, object] = {}
+        while time.monotonic() < deadline:
+            code, status = server.json("/status")
+            assert code == 200, status
+            if status["stale"]:
+                break
+            time.sleep(0.2)
+        assert status["stale"] is True, f"an outage hidden by the clock step: {status}"
+        assert str(status["stale_reason"]).startswith("no successful sync for ")
+        since = status["seconds_since_last_successful_sync"]
+        assert isinstance(since, float), since
+        assert 3 < since < 60, since
+        # The clock did step: the server's own timestamps are an hour back.
+        assert isinstance(status["last_sync"], dict)
+        assert float(status["last_sync"]["finished_at"]) < started - HOUR / 2
+        _, _, metrics = server.request("/metrics")
+        assert b"lmcache_config_stale 1.0" in metrics
+    finally:
+        server.stop()
+
+
+def test_a_clock_stepped_forward_raises_no_false_alarm(
+    tmp_path: Path, clock: SteppedClock, upstream: str
+) -> None:
+    # A long poll interval: no sync lands between the step and the reads below.
+    server = _start(tmp_path, clock, upstream, "--poll-interval", "300", "--stale-after", "600")
+    try:
+        clock.step(2 * HOUR)
+        code, status = server.json("/status")
+        assert code == 200, status
+        assert (status["stale"], status["stale_reason"]) == (False, None), status
+        since = status["seconds_since_last_successful_sync"]
+        assert isinstance(since, float), since
+        assert since < 60, since
+        assert float(status["started_at"]) < time.time() + HOUR  # stepped after startup
+        _, _, metrics = server.request("/metrics")
+        assert b"lmcache_config_stale 0.0" in metrics
+    finally:
+        server.stop()
