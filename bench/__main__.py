@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from bench import burst, history, push_to_serve, scale, throughput, workers
+from bench import burst, consistency, history, push_to_serve, scale, throughput, workers
 from bench.common import RESULTS, machine
 from bench.loadgen import generator_name
 
@@ -19,6 +19,8 @@ def main() -> None:
     throughput.print_table(throughput.run())
     print()
     workers.print_table(workers.run())
+    print()
+    consistency.print_table(consistency.run())
     print()
     scale.print_table(scale.run())
     print()

@@ -136,8 +136,9 @@ class Snapshot:
     def secret_names(self) -> frozenset[str]:
         return frozenset(self._secrets or ())
 
-    def secrets_for_comparison(self) -> dict[str, str]:
-        """The resolved secrets, only to tell whether a rotation needs a rebuild."""
+    def resolved_secrets(self) -> dict[str, str]:
+        """The resolved secrets: to tell whether a rotation needs a rebuild, and for the
+        leader process to hand to its followers (never to show)."""
         return dict(self._secrets or {})
 
     def first_sighting_of_unknown(self, app_id: str | None) -> bool:

@@ -2,13 +2,24 @@
 
 Length-prefixed pickles over a socket pair, one message at a time:
 
-- leader to follower: ``Served`` after every sync (the publish generation,
-  the commit, and the sync state that /status, /metrics and the dashboard
-  show), ``Refreshed`` (the answer to a relayed refresh) and ``Sightings``;
-- follower to leader: ``SyncWanted`` (a webhook reached the follower),
-  ``RefreshWanted`` (``/admin/refresh`` did), ``Following`` (the commit it
-  serves after each attempt) and ``Sightings`` (the workers it answered, so
-  that every process shows the whole fleet table).
+- leader to follower: ``Prepare`` when the leader starts to build a commit
+  (build it too, meanwhile), ``Stage`` before a publish (hold this commit,
+  built with these secrets, ready), ``Served`` after every sync (the publish
+  generation, the commit, its secrets, and the sync state that /status,
+  /metrics and the dashboard show), ``Refreshed`` (the answer to a relayed
+  refresh) and ``Sightings``;
+- follower to leader: ``Staged`` (the staged commit is ready, or why not),
+  ``SyncWanted`` (a webhook reached the follower), ``RefreshWanted``
+  (``/admin/refresh`` did), ``Following`` (the commit it serves after each
+  attempt) and ``Sightings`` (the workers it answered, so that every process
+  shows the whole fleet table).
+
+A publish goes in two phases: the leader sends ``Stage`` and waits until
+every follower answers ``Staged``; only then does it store the new generation
+in the cell the processes share (``sync.state.GenerationCell``), which makes
+the commit live in all of them at once, and sends ``Served``. Secrets travel
+with the commit (over this socket pair only, between the processes of one
+replica) so that every process answers one commit with one content.
 """
 
 from __future__ import annotations
@@ -28,10 +39,29 @@ SIGHTINGS_INTERVAL = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
+class Prepare:
+    sha: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    generation: int
+    sha: str
+    secrets: dict[str, str] = dataclasses.field(repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Staged:
+    generation: int
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Served:
     generation: int
     sha: str | None
     state: SyncState
+    secrets: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +96,17 @@ class Following:
     error: str | None = None
 
 
-Message = Served | SyncWanted | RefreshWanted | Refreshed | Sightings | Following
+Message = (
+    Prepare
+    | Stage
+    | Staged
+    | Served
+    | SyncWanted
+    | RefreshWanted
+    | Refreshed
+    | Sightings
+    | Following
+)
 
 
 class Channel:

@@ -4,7 +4,10 @@ A follower shares the leader's mirror read-only and takes no data dir lock; it
 never fetches, never records the last good commit and never checks
 signatures (the leader did, before it served the commit). It composes the
 same :class:`~server.sync.builder.SnapshotBuilder` the leader's sync loop
-uses, on a thread of its own, to build each commit the leader publishes. A
+uses, on a thread of its own, to build each commit the leader publishes, with
+the secrets the leader resolved (so one commit has one content in every
+process). A commit the leader stages is built and held ready; it goes live
+when the leader stores its generation in the cell the processes share. A
 follower whose leader is gone stops: it could only go on serving a commit
 that no longer advances.
 """
@@ -20,17 +23,22 @@ from collections.abc import Callable
 
 from ..base.errors import NotReady
 from ..base.tasks import OneThread, cancel_and_wait, guarded_task
+from ..config.snapshot import Snapshot
 from ..ops.fleet import FleetTable
 from ..sync.builder import SnapshotBuilder
+from ..sync.secrets import SentSecrets
 from ..sync.state import Rejection, SnapshotHolder, SyncRecord, SyncState, SyncTrigger
 from .channel import (
     SIGHTINGS_INTERVAL,
     Channel,
     Following,
+    Prepare,
     Refreshed,
     RefreshWanted,
     Served,
     Sightings,
+    Stage,
+    Staged,
     SyncWanted,
 )
 
@@ -68,6 +76,9 @@ class LeaderFollower:
         self._tokens = itertools.count(1)
         self._latest: Served | None = None  # the leader's latest word
         self._following = asyncio.Lock()
+        self._staged: int | None = None  # the generation last staged here
+        # The commit the leader is building, and this process's build of it meanwhile.
+        self._prepared: tuple[str, asyncio.Future[Snapshot | None]] | None = None
 
     # -- lifecycle --
 
@@ -104,7 +115,11 @@ class LeaderFollower:
         ]
         try:
             while (message := await channel.receive()) is not None:
-                if isinstance(message, Served):
+                if isinstance(message, Prepare):
+                    self._prepare(message.sha)
+                elif isinstance(message, Stage):
+                    await self._stage(message)
+                elif isinstance(message, Served):
                     self._latest = message
                     await self._follow(message)
                 elif isinstance(message, Refreshed):
@@ -115,6 +130,8 @@ class LeaderFollower:
                     self._fleet.merge(message.rows)
         finally:
             await cancel_and_wait(helpers)
+            if self._prepared is not None:
+                self._prepared[1].cancel()
             self._channel = None
             channel.close()
             self._fail_refreshes("the leader process is gone")
@@ -135,25 +152,71 @@ class LeaderFollower:
             if rows:
                 channel.send(Sightings(rows))
 
+    def _prepare(self, sha: str) -> None:
+        """Build ``sha`` while the leader does, with this process's own secrets; ``_stage``
+        uses the result only if the leader's secrets turn out the same."""
+        if self._prepared is not None and self._prepared[0] == sha:
+            return
+        self._prepared = (sha, asyncio.ensure_future(self._build_quietly(sha)))
+
+    async def _build_quietly(self, sha: str) -> Snapshot | None:
+        """A build the leader may yet reject: nothing to log either way."""
+        try:
+            outcome = await self._thread.run(self._builder.build, sha)
+        except Exception:  # the leader's Stage, if it comes, builds again and says why
+            return None
+        return outcome if isinstance(outcome, Snapshot) else None
+
+    async def _stage(self, stage: Stage) -> None:
+        """Hold the commit the leader is about to publish ready to go live: the one built
+        meanwhile when its secrets are the leader's, else built now with the leader's."""
+        async with self._following:
+            outcome: Snapshot | str | None = None
+            prepared, self._prepared = self._prepared, None
+            if prepared is not None and prepared[0] == stage.sha:
+                early = await prepared[1]
+                if early is not None and early.resolved_secrets() == stage.secrets:
+                    outcome = early
+            if outcome is None:
+                outcome = await self._build(stage.sha, stage.secrets)
+            if isinstance(outcome, Snapshot):
+                self.holder.stage(stage.generation, outcome)
+                self._staged = stage.generation
+            self._report(Staged(generation=stage.generation, error=_error(outcome)))
+
     async def _follow(self, served: Served) -> None:
-        """Take the leader's sync state; build and swap in its commit when it published anew."""
+        """Take the leader's sync state; serve its commit when it published anew (staged
+        already, as a rule; built now when this process missed the stage)."""
         async with self._following:  # the message loop and the retry task, one at a time
             if served is self._latest:
                 self.state = served.state
+            # A Served ends the leader's sync: a commit built meanwhile and not staged by now
+            # was rejected (or superseded); its snapshot need not be kept.
+            self._prepared = None
+            self.holder.settle()
             if served.sha is None or served.generation == self.generation:
                 return
-            error = await self._take_up(served.sha)
-            if error is None and served is self._latest:
-                self.generation = served.generation
-                self.first_attempt_done.set()
+            if self._staged == served.generation:
+                outcome: Snapshot | str | None = None  # live since the leader's store
+            else:
+                outcome = await self._build(served.sha, served.secrets)
+                if isinstance(outcome, Snapshot):
+                    self.holder.current = outcome
+            error = _error(outcome)
+            if error is None:
+                log.info("serving %s, as the leader does", served.sha[:12])
+                if served is self._latest:
+                    self.generation = served.generation
+                    self.first_attempt_done.set()
             self._report(
                 Following(generation=self.generation, sha=self.holder.served_sha, error=error)
             )
 
-    async def _take_up(self, sha: str) -> str | None:
-        """Build ``sha`` and serve it; the reason when that fails (keep serving the last)."""
+    async def _build(self, sha: str, secrets: dict[str, str]) -> Snapshot | str:
+        """``sha``'s snapshot with the leader's secrets; the reason when that fails (this
+        process keeps serving the last one)."""
         try:
-            outcome = await self._thread.run(self._builder.build, sha)
+            outcome = await self._thread.run(self._builder.build, sha, SentSecrets(secrets))
         except Exception as exc:  # retried by _retry_failed_builds
             log.exception("cannot load commit %s that the leader serves", sha[:12])
             return f"cannot load {sha[:12]}: {type(exc).__name__}"
@@ -164,13 +227,11 @@ class LeaderFollower:
                 "\n  ".join(str(issue) for issue in outcome.issues),
             )
             return f"{sha[:12]} does not validate here ({len(outcome.issues)} error(s))"
-        self.holder.current = outcome
-        log.info("serving %s, as the leader does", sha[:12])
-        return None
+        return outcome
 
-    def _report(self, following: Following) -> None:
+    def _report(self, message: Following | Staged) -> None:
         if self._channel is not None:
-            self._channel.send(following)
+            self._channel.send(message)
 
     # -- what the web layer asks (sync.control.SyncControl) --
 
@@ -197,3 +258,7 @@ class LeaderFollower:
             if not waiter.done():
                 waiter.set_exception(NotReady(reason))
         self._refreshes.clear()
+
+
+def _error(outcome: Snapshot | str | None) -> str | None:
+    return outcome if isinstance(outcome, str) else None

@@ -7,15 +7,19 @@ validate, build), watches the upstream and answers requests. It listens with
 kernel spreads connections over all N. A follower answers from a snapshot of
 the commit the leader published (``follower``), so there is one fetch, one
 decision about what to serve, and every answer still comes from exactly one
-validated commit. A follower that dies is started again after a pause that
-grows while it keeps dying. The followers' entry point is handed in by the
-layer that runs processes (``run.serve``): this module never imports it.
+validated commit. A new commit goes live in every process at once: the
+followers build it first and hold it staged; the leader then stores its
+generation in memory the processes share (``channel`` says how). A follower
+that dies is started again after a pause that grows while it keeps dying.
+The followers' entry point is handed in by the layer that runs processes
+(``run.serve``): this module never imports it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import logging
 import multiprocessing
@@ -27,19 +31,24 @@ from pathlib import Path
 
 from ..base.errors import NotReady
 from ..base.tasks import cancel_and_wait, guarded_task
+from ..config.snapshot import Snapshot
 from ..ops.fleet import FleetTable
 from ..ops.metrics_env import remove_old_metrics
 from ..settings import Settings
+from ..sync.state import GenerationCell
 from ..sync.syncer import Syncer
 from .channel import (
     SIGHTINGS_INTERVAL,
     Channel,
     Following,
     Message,
+    Prepare,
     Refreshed,
     RefreshWanted,
     Served,
     Sightings,
+    Stage,
+    Staged,
     SyncWanted,
 )
 
@@ -52,12 +61,24 @@ MAX_RESTART_PAUSE = 60.0
 HEALTHY_RUN = 60.0
 # Beyond --shutdown-timeout: time for a follower to close its connections and exit.
 EXIT_GRACE = 5.0
+# How long a publish waits for the followers to build the commit. One that takes longer
+# serves the old commit until it has built it, and is not waited for again until then:
+# one stuck process must not hold every commit back.
+STAGE_TIMEOUT = 30.0
 
 # spawn, not fork: the leader has threads (git, watchdog) that a fork would copy half-way.
 _SPAWN = multiprocessing.get_context("spawn")
 
-# A follower process's entry point: (settings, its end of the socket pair, its index).
-FollowerEntry = Callable[[Settings, socket.socket, int], None]
+# A follower process's entry point: (settings, its end of the socket pair, its index, the
+# generation cell the processes share).
+FollowerEntry = Callable[[Settings, socket.socket, int, GenerationCell], None]
+
+
+def shared_generation() -> GenerationCell:
+    """The cell the processes of one replica read the live generation from (shared memory,
+    handed to each follower when it is spawned)."""
+    cell: GenerationCell = _SPAWN.RawValue(ctypes.c_uint64, 0)
+    return cell
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -68,6 +89,9 @@ class _Follower:
     channel: Channel | None = None
     restarts: int = 0
     following: Following | None = None
+    # Set when it did not stage a commit in time: not waited for until it catches up.
+    lagging: bool = False
+    staging: asyncio.Future[Staged] | None = None
 
 
 class FollowerPool:
@@ -81,12 +105,15 @@ class FollowerPool:
         syncer: Syncer,
         fleet: FleetTable,
         metrics_dir: Path,
+        live: GenerationCell,
     ) -> None:
         self._settings = settings  # handed to each follower, over a pipe
         self._entry = entry
         self._syncer = syncer
         self._fleet = fleet
         self._metrics_dir = metrics_dir
+        self._live = live
+        self._staging: int | None = None  # the generation being staged
         self._followers: dict[int, _Follower] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -111,6 +138,8 @@ class FollowerPool:
         remove_old_metrics(self._metrics_dir)  # the data dir lock is ours by now
         self._fleet.share()
         self._syncer.listeners.append(self._broadcast_served)
+        self._syncer.stage_elsewhere = self.stage
+        self._syncer.building_elsewhere = self._prepare
         for index in range(1, self._settings.workers):
             self._start_follower(index, restarts=0)
         self._spawn_task(self._share_sightings(), "fleet exchange")
@@ -136,6 +165,8 @@ class FollowerPool:
         await cancel_and_wait(self._tasks)
         with contextlib.suppress(ValueError):
             self._syncer.listeners.remove(self._broadcast_served)
+        self._syncer.stage_elsewhere = None
+        self._syncer.building_elsewhere = None
         shutil.rmtree(self._metrics_dir, ignore_errors=True)
 
     def _spawn_task(self, coro: Coroutine[object, object, None], name: str) -> None:
@@ -145,7 +176,7 @@ class FollowerPool:
         ours, theirs = socket.socketpair()
         process = _SPAWN.Process(
             target=self._entry,
-            args=(self._settings, theirs, index),
+            args=(self._settings, theirs, index, self._live),
             name=f"lmcache-config-server worker {index}",
         )
         try:
@@ -168,6 +199,60 @@ class FollowerPool:
             generation=self._syncer.generation,
             sha=snapshot.commit.sha if snapshot else None,
             state=self._syncer.state,
+            secrets=snapshot.resolved_secrets() if snapshot else {},
+        )
+
+    def _prepare(self, sha: str) -> None:
+        """The leader starts to build ``sha``: the followers build it at the same time."""
+        self._send_to_followers(Prepare(sha), skip=None)
+
+    async def stage(self, snapshot: Snapshot, generation: int) -> None:
+        """Have every follower build ``snapshot``'s commit and hold it ready; returns once
+        all have (or STAGE_TIMEOUT passed). The syncer then makes it live everywhere."""
+        loop = asyncio.get_running_loop()
+        message = Channel.encode(
+            Stage(
+                generation=generation,
+                sha=snapshot.commit.sha,
+                secrets=snapshot.resolved_secrets(),
+            )
+        )
+        waiting: dict[int, asyncio.Future[Staged]] = {}
+        for follower in self._followers.values():
+            if follower.channel is None:
+                continue
+            follower.channel.send(message)
+            if not follower.lagging:
+                follower.staging = waiting[follower.index] = loop.create_future()
+        if not waiting:
+            return
+        started = time.monotonic()
+        self._staging = generation
+        try:
+            done, late = await asyncio.wait(waiting.values(), timeout=STAGE_TIMEOUT)
+        finally:
+            self._staging = None
+            for index in waiting:
+                self._followers[index].staging = None
+        for index, future in waiting.items():
+            if future in late:
+                self._followers[index].lagging = True
+                log.error(
+                    "worker %d has not built %s after %.0fs; it goes live without it (that "
+                    "worker serves its previous commit until it has)",
+                    index,
+                    snapshot.commit.sha[:12],
+                    STAGE_TIMEOUT,
+                )
+            elif (error := future.result().error) is not None:
+                log.error(
+                    "worker %d could not stage %s: %s", index, snapshot.commit.sha[:12], error
+                )
+        log.debug(
+            "staged %s in %d worker(s) in %.1f ms",
+            snapshot.commit.sha[:12],
+            len(done),
+            (time.monotonic() - started) * 1000,
         )
 
     def _broadcast_served(self) -> None:
@@ -203,6 +288,8 @@ class FollowerPool:
             log.exception("worker %d: its channel failed", follower.index)
         finally:
             follower.channel = None
+            if follower.staging is not None and not follower.staging.done():
+                follower.staging.set_result(Staged(generation=-1, error="the worker is gone"))
             if channel is not None:
                 channel.close()
             else:
@@ -217,8 +304,16 @@ class FollowerPool:
         elif isinstance(message, Sightings):
             self._fleet.merge(message.rows)
             self._send_to_followers(message, skip=follower.index)
+        elif isinstance(message, Staged):
+            staging = follower.staging
+            if message.generation == self._staging and staging is not None and not staging.done():
+                staging.set_result(message)
+            if message.error is None and message.generation >= self._syncer.generation:
+                follower.lagging = False  # caught up
         elif isinstance(message, Following):
             follower.following = message
+            if message.generation == self._syncer.generation and message.error is None:
+                follower.lagging = False
         else:
             log.warning("worker %d sent an unexpected %s", follower.index, type(message).__name__)
 

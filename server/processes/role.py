@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import socket
 
+from ..sync.state import GenerationCell
+
 
 @dataclasses.dataclass(frozen=True)
 class ProcessRole:
@@ -18,6 +20,8 @@ class ProcessRole:
     index: int = 0
     # A follower's end of its socket pair to the leader; None in the leader.
     leader_link: socket.socket | None = None
+    # With --workers N: the generation cell the processes share (sync.state); else None.
+    live: GenerationCell | None = None
 
     @property
     def is_leader(self) -> bool:

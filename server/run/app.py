@@ -159,7 +159,7 @@ def create_app(
     app.cleanup_ctx.append(_sync_ctx(parts))
     app.cleanup_ctx.append(_watch_ctx(parts))
     if parts.leader is not None and settings.workers > 1:
-        if follower_entry is None or parts.metrics_dir is None:
+        if follower_entry is None or parts.metrics_dir is None or role.live is None:
             raise RuntimeError("--workers above 1 is started by run.serve.serve")
         pool = FollowerPool(
             settings=settings,
@@ -167,6 +167,7 @@ def create_app(
             syncer=parts.leader.syncer,
             fleet=parts.fleet,
             metrics_dir=parts.metrics_dir,
+            live=role.live,
         )
         app[FOLLOWERS] = pool
         app.cleanup_ctx.append(_followers_ctx(pool))

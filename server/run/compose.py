@@ -140,7 +140,7 @@ def compose(
         credentials=credentials,
     )
     limits = repo_limits(settings)
-    holder = SnapshotHolder()
+    holder = SnapshotHolder(live=role.live)
     fleet = FleetTable(capacity=settings.fleet_size, env_allow_list=settings.fleet_env)
     sync_thread = OneThread("git-sync")
     view_thread = OneThread("git-view")

@@ -30,8 +30,10 @@ from aiohttp import web
 
 from ..base.logs import configure_logging
 from ..config.schema import load_schema
+from ..processes.pool import shared_generation
 from ..processes.role import LEADER, ProcessRole
 from ..settings import Settings
+from ..sync.state import GenerationCell
 from ..web.connections import ConnectionLimits, GuardedSite, usable_connections
 from ..web.keys import CONNECTIONS, FOLLOWERS, IN_FLIGHT, SYNC
 from .app import create_app
@@ -112,6 +114,7 @@ async def serve(
     if role.is_leader and settings.workers > 1:
         listener = shared_listener(settings, first=True)
         settings = dataclasses.replace(settings, port=listener.getsockname()[1])
+        role = dataclasses.replace(role, live=shared_generation())
     app = create_app(settings, role, follower_entry=follower_main, on_leader_gone=stop_this_process)
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=FINAL_WRITE_GRACE
@@ -176,12 +179,14 @@ async def serve(
             listener.close()
 
 
-def follower_main(settings: Settings, link: socket.socket, index: int) -> None:
+def follower_main(
+    settings: Settings, link: socket.socket, index: int, live: GenerationCell
+) -> None:
     """Entry point of a follower process (run by multiprocessing's spawn)."""
     configure_logging(settings.log_level, settings.log_format, worker=index)
     try:
         context = tls_context(settings.tls_cert, settings.tls_key)
-        asyncio.run(serve(settings, context, ProcessRole(index, link)))
+        asyncio.run(serve(settings, context, ProcessRole(index, link, live)))
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group
         pass
     except OSError as exc:

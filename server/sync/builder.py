@@ -23,7 +23,7 @@ from ..config.schema import Schema, load_schema
 from ..config.snapshot import CommitInfo, Snapshot
 from ..git.mirror import GitMirror, MirrorReader
 from ..git.signatures import SignaturePolicy
-from .secrets import SecretSource
+from .secrets import SecretLookup, SecretSource, resolve_secrets
 from .state import Rejection, RejectionKind
 
 
@@ -57,8 +57,12 @@ class SnapshotBuilder:
             raise RuntimeError("SnapshotBuilder.prepare() has not run")
         return self._schema
 
-    def build(self, sha: str) -> Snapshot | Rejection:
-        """The snapshot of ``sha``, or its rejection; MirrorDamaged when it cannot be read."""
+    def build(self, sha: str, secrets: SecretLookup | None = None) -> Snapshot | Rejection:
+        """The snapshot of ``sha``, or its rejection; MirrorDamaged when it cannot be read.
+
+        ``secrets``: where to look them up instead of this server's own source (a follower
+        process builds with the secrets the leader resolved).
+        """
         refusal = self._verify(sha)
         if refusal is not None:
             return refusal
@@ -67,7 +71,7 @@ class SnapshotBuilder:
         )
         if config_set is None:
             return _rejection(info, issues, RejectionKind.CONTENT)
-        secrets, secret_issues = self._secrets.resolve(config_set)
+        secret_values, secret_issues = resolve_secrets(config_set, secrets or self._secrets)
         if secret_issues:
             return _rejection(info, [*issues, *secret_issues], RejectionKind.SERVER_SIDE)
         return Snapshot(
@@ -75,7 +79,7 @@ class SnapshotBuilder:
             config_set=config_set,
             loaded_at=time.time(),
             schema_source=self.schema.source,
-            secrets=secrets,
+            secrets=secret_values,
         )
 
     def _verify(self, sha: str) -> Rejection | None:
@@ -92,7 +96,7 @@ class SnapshotBuilder:
         if snapshot is None or not snapshot.secret_names:
             return False
         resolved, issues = self._secrets.resolve(snapshot.config_set)
-        return bool(issues) or resolved != snapshot.secrets_for_comparison()
+        return bool(issues) or resolved != snapshot.resolved_secrets()
 
 
 def _rejection(info: CommitInfo, issues: list[ConfigIssue], kind: RejectionKind) -> Rejection:

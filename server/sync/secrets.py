@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 from ..base.errors import SecretUnreadable
 from ..base.issues import ConfigIssue
@@ -27,13 +28,26 @@ def secret_env_var(name: str) -> str:
     return ENV_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
 
+class SecretLookup(Protocol):
+    """Where a build looks secrets up."""
+
+    def lookup(self, name: str) -> str | None:
+        """The secret's value, None when it is defined nowhere; SecretUnreadable when broken."""
+        ...
+
+    def not_found(self, name: str) -> str:
+        """Why ``name`` was not found: where it was looked for."""
+        ...
+
+
 class SecretSource:
+    """This server's secrets: ``--secrets-dir``, then the environment."""
+
     def __init__(self, directory: str, environ: Mapping[str, str] | None = None) -> None:
         self.directory = Path(directory) if directory else None
         self._environ = os.environ if environ is None else environ
 
     def lookup(self, name: str) -> str | None:
-        """The secret's value, None when it is defined nowhere; SecretUnreadable when broken."""
         if self.directory is not None:
             candidate = self.directory / name
             if candidate.is_file():
@@ -45,40 +59,51 @@ class SecretSource:
                     raise SecretUnreadable(f"secret file {candidate} is {kind}") from None
         return self._environ.get(secret_env_var(name))
 
+    def not_found(self, name: str) -> str:
+        where = f"no file {self.directory / name}, " if self.directory else ""
+        variable = secret_env_var(name)
+        return f"secret '{name}' is not defined on this server ({where}no variable {variable})"
+
     def resolve(self, config_set: ConfigSet) -> tuple[dict[str, str], list[ConfigIssue]]:
-        """Every secret the config set refers to, or an issue at each unresolved use."""
-        files = config_set.all_files()
-        resolved: dict[str, str] = {}
-        issues: list[ConfigIssue] = []
-        for config_file in files:
-            for setting in config_file.all_settings():
-                for name in setting.secrets:
-                    if name not in resolved:
-                        try:
-                            value = self.lookup(name)
-                        except SecretUnreadable as unreadable:
-                            issues.append(
-                                ConfigIssue(
-                                    path=setting.origin.path,
-                                    line=setting.origin.line,
-                                    column=1,
-                                    message=f"secret '{name}': {unreadable.message}",
-                                )
-                            )
-                            continue
-                        if value is None:
-                            where = f"no file {self.directory / name}, " if self.directory else ""
-                            issues.append(
-                                ConfigIssue(
-                                    path=setting.origin.path,
-                                    line=setting.origin.line,
-                                    column=1,
-                                    message=(
-                                        f"secret '{name}' is not defined on this server "
-                                        f"({where}no variable {secret_env_var(name)})"
-                                    ),
-                                )
-                            )
-                            continue
-                        resolved[name] = value
-        return resolved, issues
+        return resolve_secrets(config_set, self)
+
+
+class SentSecrets:
+    """The secrets another process resolved, as it sent them (a follower builds with the
+    leader's, so that one commit never has two contents across the processes)."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = values
+
+    def lookup(self, name: str) -> str | None:
+        return self._values.get(name)
+
+    def not_found(self, name: str) -> str:
+        return f"secret '{name}' was not sent by the leader process"
+
+
+def resolve_secrets(
+    config_set: ConfigSet, source: SecretLookup
+) -> tuple[dict[str, str], list[ConfigIssue]]:
+    """Every secret the config set refers to, or an issue at each unresolved use."""
+    resolved: dict[str, str] = {}
+    issues: list[ConfigIssue] = []
+    for config_file in config_set.all_files():
+        for setting in config_file.all_settings():
+            for name in setting.secrets:
+                if name in resolved:
+                    continue
+                try:
+                    value = source.lookup(name)
+                except SecretUnreadable as unreadable:
+                    message: str | None = f"secret '{name}': {unreadable.message}"
+                else:
+                    message = source.not_found(name) if value is None else None
+                if message is not None:
+                    origin = setting.origin
+                    issues.append(
+                        ConfigIssue(path=origin.path, line=origin.line, column=1, message=message)
+                    )
+                elif value is not None:
+                    resolved[name] = value
+    return resolved, issues

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import enum
+from typing import Protocol
 
 from ..base.clock import Moment
 from ..base.issues import ConfigIssue
@@ -116,17 +117,83 @@ class SyncState:
         return self.last_success.wall if self.last_success is not None else None
 
 
+class GenerationCell(Protocol):
+    """The publish generation every process of one replica serves, in memory they share.
+
+    The leader stores a new one only once every process holds that generation's
+    snapshot; each process reads it on every use of its holder, so one store
+    makes a commit go live everywhere at the same instant (``--workers N``).
+    """
+
+    value: int
+
+
 class SnapshotHolder:
     """The one mutable cell: the snapshot being served. Replaced whole, never edited.
 
     Only the sync loop (or, in a follower process, the loop that follows the
-    leader) assigns ``current``; everything else reads it once per use.
+    leader) assigns ``current`` or stages a snapshot; everything else reads it once
+    per use. With ``live`` (``--workers N``), a snapshot can be staged for a
+    generation: it is served from the moment the shared cell reaches that
+    generation, in this process and every other at once.
     """
 
-    def __init__(self) -> None:
-        self.current: Snapshot | None = None
+    def __init__(self, live: GenerationCell | None = None) -> None:
+        self._current: Snapshot | None = None
+        self._staged: tuple[int, Snapshot] | None = None
+        self._live = live
+
+    @property
+    def current(self) -> Snapshot | None:
+        staged, live = self._staged, self._live
+        if staged is not None and live is not None and live.value >= staged[0]:
+            return staged[1]
+        return self._current
+
+    @current.setter
+    def current(self, snapshot: Snapshot | None) -> None:
+        """Serve ``snapshot`` in this process now (a staged one is dropped)."""
+        self._current = snapshot
+        self._staged = None
 
     @property
     def served_sha(self) -> str | None:
         snapshot = self.current
         return snapshot.commit.sha if snapshot is not None else None
+
+    @property
+    def staged_generation(self) -> int | None:
+        """The generation of the snapshot staged and not live yet, if any."""
+        staged, live = self._staged, self._live
+        if staged is None or (live is not None and live.value >= staged[0]):
+            return None
+        return staged[0]
+
+    def stage(self, generation: int, snapshot: Snapshot) -> None:
+        """Hold ``snapshot`` ready: served once the shared cell reaches ``generation``."""
+        if self._live is None:
+            raise RuntimeError("staging needs a shared generation cell (--workers N)")
+        self.settle()
+        self._staged = (generation, snapshot)
+
+    def go_live(self, generation: int) -> None:
+        """The leader's store: every process serves ``generation``'s snapshot from now on."""
+        if self._live is None:
+            raise RuntimeError("going live needs a shared generation cell (--workers N)")
+        self._live.value = generation
+        self.settle()
+
+    def publish(self, generation: int, snapshot: Snapshot) -> None:
+        """Serve ``snapshot`` as ``generation``: in every process at once when the cell is
+        shared (the other processes staged it already), else in this one."""
+        if self._live is None:
+            self.current = snapshot
+        else:
+            self.stage(generation, snapshot)
+            self.go_live(generation)
+
+    def settle(self) -> None:
+        """Fold a staged snapshot that is live by now into ``current`` (frees the old one)."""
+        staged, live = self._staged, self._live
+        if staged is not None and live is not None and live.value >= staged[0]:
+            self._current, self._staged = staged[1], None

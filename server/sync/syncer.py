@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from ..base.clock import Moment
 from ..base.errors import GitError, MirrorDamaged, NotReady
@@ -83,6 +83,13 @@ class Syncer:
         self.generation = 0
         # Called on the event loop after every sync outcome (the follower pool relays it).
         self.listeners: list[Callable[[], None]] = []
+        # With --workers N: has the other processes build a snapshot and hold it ready
+        # before it goes live (the follower pool), so that all serve it at the same instant.
+        self.stage_elsewhere: Callable[[Snapshot, int], Awaitable[None]] | None = None
+        # With --workers N: told (on the event loop) which commit the sync thread starts to
+        # build, so that the other processes build it at the same time, not after.
+        self.building_elsewhere: Callable[[str], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle (driven by the app's cleanup_ctx) --
 
@@ -188,6 +195,7 @@ class Syncer:
         self, tip: str, served: Snapshot | None
     ) -> Snapshot | Rejection | WalkedBack:
         """Build the tip; with nothing served yet, fall back to the newest valid commit."""
+        self._announce(tip)
         outcome = self._builder.build(tip)
         if not isinstance(outcome, Rejection) or served is not None:
             return outcome
@@ -228,6 +236,7 @@ class Syncer:
             self.mirror.fetch()
         tip = self.mirror.resolve()
         if tip == served_sha and self._builder.secrets_changed(served):
+            self._announce(tip)
             return self._builder.build(tip)  # same commit, rotated secret: rebuild the answers
         if tip == served_sha or (tip == rejected and not retry_rejected and served is not None):
             return tip
@@ -239,6 +248,12 @@ class Syncer:
             self.mirror.reclone()
             return self._build_or_walk_back(self.mirror.resolve(), served)
 
+    def _announce(self, sha: str) -> None:
+        """From the sync thread: tell ``building_elsewhere`` which commit is being built."""
+        hook, loop = self.building_elsewhere, self._loop
+        if hook is not None and loop is not None:
+            loop.call_soon_threadsafe(hook, sha)
+
     def _save_last_good(self, sha: str) -> None:
         self.mirror.mark_last_good(sha)  # first: it needs no free space beyond one ref
         self._last_good.save(sha)
@@ -247,8 +262,11 @@ class Syncer:
 
     async def _publish(self, snapshot: Snapshot, record: SyncRecord) -> SyncRecord:
         """Swap the snapshot in; the record is kept in the same loop step, then saved."""
-        self.holder.current = snapshot
-        self.generation += 1
+        generation = self.generation + 1
+        if self.stage_elsewhere is not None:
+            await self.stage_elsewhere(snapshot, generation)
+        self.holder.publish(generation, snapshot)
+        self.generation = generation
         self._keep(record)
         try:
             await self._thread.run(self._save_last_good, snapshot.commit.sha)
@@ -259,6 +277,7 @@ class Syncer:
     async def restore(self) -> None:
         """Serve the last good commit from an existing mirror, before any network access."""
         started = time.time()
+        self._loop = asyncio.get_running_loop()
         outcome = await self._thread.run(self._restore_blocking)
         if isinstance(outcome, WalkedBack):
             self._reject(outcome.tip_rejection)
@@ -294,6 +313,7 @@ class Syncer:
             rejected = last.commit.sha if last is not None else None
             retry = last is not None and last.retried
             try:
+                self._loop = asyncio.get_running_loop()
                 outcome = await self._thread.run(self._sync_blocking, served, rejected, retry)
             except GitError as exc:
                 self.state.consecutive_failures += 1

@@ -211,6 +211,23 @@ async def test_app_history_diff_and_links_to_a_past_commit(
     assert f"commit={first}" in page.url
 
 
+async def test_app_history_says_when_its_walk_stopped_short(
+    repo: ConfigRepo, start_server: ServerFactory, secrets_dir: str
+) -> None:
+    server = await start_server(repo.path, secrets_dir=secrets_dir)
+    page = await (await server.client.get("/dashboard/apps/test-app")).text()
+    assert 'id="history-partial"' not in page  # the whole history is listed
+    for size in range(21):  # more changes than the page lists (20)
+        repo.commit_files({"apps/test-app.yaml": APP.replace("512", str(600 + size))})
+    assert (await server.syncer.sync(SyncTrigger.MANUAL)).result == "updated"
+    response = await server.client.get("/dashboard/apps/test-app")
+    assert response.status == 200
+    page = await response.text()
+    assert 'id="history-partial"' in page
+    assert "20 changes shown" in page
+    assert "older changes of this app are not listed" in page
+
+
 async def test_fleet_page_highlights_workers_behind(
     tmp_path: Path,
     repo: ConfigRepo,
