@@ -3,6 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The real LMCache engine (torch on CPU) has a venv of its own: about 1.9 GB, which
+# `make test` never needs.
+ENGINE_VENV := .venv-engine
+ENGINE_STAMP := $(ENGINE_VENV)/.installed
+# The CPU build from the machine's local wheel folder (pip's find-links): torch from the
+# index would bring about 4 GB of CUDA wheels.
+ENGINE_TORCH := torch==2.13.0+cpu
 RUN_DIR := .run
 EXAMPLE_GIT := $(RUN_DIR)/example.git
 PORT ?= 8088
@@ -10,11 +17,12 @@ PORT ?= 8088
 GIT_AS_MAKE := git -c user.name="lmcache-config-server example" -c user.email=example@localhost \
 	-c commit.gpgsign=false
 
-.PHONY: run test lint fmt docs bench test-tools example-repo clean help
+.PHONY: run test test-engine lint fmt docs bench test-tools example-repo clean help
 
 help:
 	@echo "make run          start the server on the bundled example repo (port $(PORT))"
 	@echo "make test         run the test suite"
+	@echo "make test-engine  start the real LMCache 0.5.6 engine against the server (own venv, $(ENGINE_VENV))"
 	@echo "make lint         mypy --strict, ruff, and the layer contracts (.importlinter)"
 	@echo "make bench        benchmarks: figures printed and written as JSON to bench/results/"
 	@echo "make example-repo commit config-repo-example/ into $(EXAMPLE_GIT)"
@@ -43,13 +51,13 @@ run: $(STAMP) example-repo
 		--port $(PORT) --data-dir $(RUN_DIR)/data --poll-interval 5
 
 # Tests use real programs from Debian: Chromium (driven by Playwright, no browser
-# download) for the dashboard, OpenSSH's server for git over ssh, and libfaketime to
-# step a server's wall clock.
+# download) for the dashboard, OpenSSH's server for git over ssh, and a C compiler for the
+# shim that steps a server's wall clock (tests/support/wallstep.c).
 test-tools:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
-	ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || missing="$$missing libfaketime"; \
+	command -v cc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages for the tests:$$missing"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
@@ -58,6 +66,22 @@ test-tools:
 
 test: $(STAMP) test-tools
 	$(BIN)/pytest
+
+# torch is pinned in the same resolve as lmcache, so the CPU build is kept; the check after it
+# fails the install if a CUDA runtime (nvidia-* wheels) came in anyway. httptools: without
+# it the engine starts with no internal API, which the tests read.
+$(ENGINE_STAMP):
+	$(PYTHON) -m venv $(ENGINE_VENV)
+	$(ENGINE_VENV)/bin/pip install --quiet --upgrade pip
+	$(ENGINE_VENV)/bin/pip install --quiet $(ENGINE_TORCH) lmcache==0.5.6 httptools
+	@if $(ENGINE_VENV)/bin/pip list 2>/dev/null | grep -i '^nvidia-'; then \
+		echo "CUDA wheels were installed into $(ENGINE_VENV)"; exit 1; fi
+	$(ENGINE_VENV)/bin/python -c "import httptools, torch, lmcache.v1.standalone"
+	touch $(ENGINE_STAMP)
+
+# The server runs from $(VENV), as in `make test`; only the engine runs from $(ENGINE_VENV).
+test-engine: $(STAMP) $(ENGINE_STAMP)
+	$(BIN)/pytest -m engine tests/engine
 
 # Types, style, and the layers of server/ (.importlinter; scripts/check_import_order.py
 # for the one rule import-linter cannot see).
@@ -85,4 +109,4 @@ docs: $(STAMP)
 	$(BIN)/python scripts/update_docs.py
 
 clean:
-	rm -rf $(VENV) $(RUN_DIR)
+	rm -rf $(VENV) $(ENGINE_VENV) $(RUN_DIR)

@@ -13,9 +13,10 @@ import subprocess
 import sys
 
 CHECKS = {
-    "server.cli": ("prometheus_client", "aiohttp"),
+    # asyncio and lmcache too: validate runs as a pre-commit hook, on every commit.
+    "server.cli": ("prometheus_client", "aiohttp", "asyncio", "lmcache"),
     "server.ops.metrics_env": ("prometheus_client",),
-    "server.cli.authoring": ("prometheus_client", "aiohttp", "watchdog"),
+    "server.cli.authoring": ("prometheus_client", "aiohttp", "watchdog", "lmcache"),
 }
 
 

@@ -29,9 +29,12 @@ does. Where to look:
     config/              the config-repository language and its answers: pure values
       names.py             root files, apps/ naming, the app-id rule, --path, include paths
       model.py             Setting, Condition, Rule, Include, ConfigFile, ConfigSet
-      schema.py            LMCache's fields (installed lmcache, else the bundled 0.5.6 list)
+      schema.py            LMCache's fields per version (bundled 0.3.13-0.5.6; installed lmcache)
+      limits.py            values in range: the bounds of data/lmcache-ranges.tsv
+      versions.py          lmcache_versions in global.yaml: the versions a commit is checked for
       parser.py            one file's sections, every issue with its line
       loader.py            a whole tree within RepoLimits: includes, cycles, the parse memo
+      hints.py             what would be silent: YAML nothing reads, no config, "did you mean"
       parse_memo.py        parsed files kept from one build to the next
       sources.py           the source protocol; memory and directory sources
       secret_refs.py       ${secret:NAME} references

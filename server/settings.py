@@ -23,6 +23,7 @@ from typing import Any
 from .base.errors import SettingsError
 from .base.yaml_source import YamlFile
 from .config.names import subdir_problem
+from .config.schema import version_problem
 
 ENV_PREFIX = "LMCACHE_CONFIG_SERVER_"
 MAX_WORKERS = 64
@@ -173,6 +174,19 @@ class Settings:
         "mounted Kubernetes Secret); LMCACHE_CONFIG_SERVER_SECRET_<NAME> variables also work.",
         metavar="DIR",
     )
+    secret_scopes: str = _setting(
+        "",
+        "YAML file mapping each secret name to the app ids (globs) it may be served to; a "
+        "${secret:NAME} used by any other app rejects the commit. Without it no app gets a "
+        'secret; \'"*": ["*"]\' allows every secret everywhere.',
+        metavar="FILE",
+    )
+    key_policy: str = _setting(
+        "",
+        "YAML file that adds keys a commit may not serve (deny) or lifts built-in rules "
+        "(allow) of the key policy; the built-in rules apply without it.",
+        metavar="FILE",
+    )
     git_timeout: float = _setting(
         60.0,
         "Seconds a git network operation (clone, fetch) may take before it is killed.",
@@ -228,6 +242,13 @@ class Settings:
         "Every request of the app is matched against each of them.",
         metavar="N",
     )
+    lmcache_versions: tuple[str, ...] = _setting(
+        (),
+        "Comma-separated LMCache versions the fleet runs (e.g. 0.4.7,0.5.6): every commit is "
+        "checked against each one's bundled field list, as well as those its global.yaml lists "
+        "in lmcache_versions. Without either, the installed lmcache (else 0.5.6) decides.",
+        metavar="VERSIONS",
+    )
     log_level: str = _setting("info", "Log level: debug, info, warning or error.", metavar="LEVEL")
     access_log: bool = _setting(
         True,
@@ -254,6 +275,13 @@ class Settings:
         10000,
         "Most worker instances remembered for /fleet; the least recently seen is forgotten first.",
         metavar="COUNT",
+    )
+    fleet_ttl: float = _setting(
+        86400.0,
+        "Seconds a worker stays in /fleet after its last /config request (workers ask at "
+        "startup only: one that runs longer drops out). It also bounds which apps count as in "
+        "use when a commit removes an app file.",
+        metavar="SECONDS",
     )
     fleet_env: tuple[str, ...] = _setting(
         ("HOSTNAME", "POD_NAME", "NODE_NAME"),
@@ -468,10 +496,15 @@ def check_settings(settings: Settings) -> None:
         raise SettingsError("--stale-after must be a positive number of seconds")
     if settings.fleet_size < 1:
         raise SettingsError("--fleet-size must be at least 1")
+    if not settings.fleet_ttl > 0:
+        raise SettingsError("--fleet-ttl must be a positive number of seconds")
     if not 1 <= settings.workers <= MAX_WORKERS:
         raise SettingsError(f"--workers must be from 1 to {MAX_WORKERS}")
     if settings.shutdown_timeout < 0:
         raise SettingsError("--shutdown-timeout must not be negative")
+    for version in settings.lmcache_versions:
+        if (problem := version_problem(version)) is not None:
+            raise SettingsError(f"--lmcache-versions: {problem}")
     bad_names = [name for name in settings.fleet_env if not _ENV_NAME_RE.match(name)]
     if bad_names:
         raise SettingsError(f"--fleet-env: not environment variable names: {bad_names}")
@@ -492,7 +525,7 @@ def settings_table_markdown() -> str:
         if field.name == "data_dir":
             default = "`$XDG_STATE_HOME/lmcache-config-server`"
         else:
-            default = f"`{_default_text(field)}`" if field.default != "" else "(none)"
+            default = f"`{_default_text(field)}`" if field.default not in ("", ()) else "(none)"
         rows.append(
             f"| `{flag_name(field.name)}` | `{env_var_name(field.name)}` | {default} "
             f"| {field.metadata['help']} |"

@@ -57,3 +57,19 @@ class ConfigIssue:
 
     def as_json(self) -> dict[str, object]:
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, order=True)
+class ConfigWarning:
+    """Something in a config repository that is served but probably not meant: a YAML file
+    nothing reads, say. It never stops a commit; ``str()`` is ``path: warning: msg``, escaped
+    like an issue (the path comes from the commit)."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return printable(f"{self.path}: warning: {self.message}")
+
+    def as_json(self) -> dict[str, object]:
+        return dataclasses.asdict(self)

@@ -1,7 +1,12 @@
 """``validate``, ``render`` and ``diff``: the server's own loader, for config authors and CI.
 
 Secrets (``${secret:NAME}``) are never resolved here: the tools show the
-reference as written, and cannot tell whether the server defines it.
+reference as written. ``validate`` and ``render`` apply the server's
+guardrails (``config.guardrails``): the key policy (``--key-policy``, as
+``serve``), LMCache's own validation, and, given the server's secrets
+configuration (``--secrets-dir`` or ``--secret-names``, ``--secret-scopes``),
+whether every secret is defined and scoped. What only the server can know is
+named in the output, never passed over in silence.
 
 Each command loads config sets exactly as the server does (a commit through
 ``git.commits`` or a directory, into ``config.loader.load_config_set``) and
@@ -14,8 +19,6 @@ or revision).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import sys
@@ -30,16 +33,21 @@ from git import Repo
 
 from ..base.assignments import parse_assignments
 from ..base.errors import AccessDenied, AssignmentProblem, InvalidAppId, SettingsError
-from ..base.issues import ConfigIssue
+from ..base.issues import ConfigIssue, ConfigWarning
 from ..config.effective import EffectiveSetting
+from ..config.engine_check import BundledRules, EngineCheck, engine_check
 from ..config.explain import rule_outcomes
+from ..config.guardrails import Guardrails
+from ..config.hints import app_file
 from ..config.loader import load_directory
 from ..config.model import ConfigSet
 from ..config.names import check_app_id, display_prefix, subdir_problem
-from ..config.schema import Schema, load_schema
+from ..config.policy import load_policy
+from ..config.schema import Schema, SchemaChoice
 from ..config.snapshot import CommitInfo, Snapshot
 from ..config.views import diff_config_sets, diff_markdown
 from ..git.commits import load_commit
+from ..sync.secrets import SecretSource, load_secret_scopes
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -59,6 +67,7 @@ def add_commands(commands: Any) -> None:
     )
     validate.add_argument("path", nargs="?", default=".", metavar="PATH", help="config root")
     validate.add_argument("--ref", metavar="REV", help="validate this commit instead of disk")
+    _server_flags(validate)
     _format_flag(validate)
 
     render = commands.add_parser(
@@ -87,6 +96,7 @@ def add_commands(commands: Any) -> None:
         metavar="FIELD=VALUE",
         help="a current_config field of the worker, VALUE read as YAML (repeatable)",
     )
+    _server_flags(render)
     _format_flag(render)
 
     diff = commands.add_parser(
@@ -105,6 +115,78 @@ def add_commands(commands: Any) -> None:
     _format_flag(diff)
 
 
+def _server_flags(parser: argparse.ArgumentParser) -> None:
+    """The server's own files, so that the command decides what that server decides."""
+    group = parser.add_argument_group("the server's checks (pass its files, as to serve)")
+    group.add_argument("--key-policy", default="", metavar="FILE", help="as serve --key-policy")
+    group.add_argument(
+        "--secret-scopes", default="", metavar="FILE", help="as serve --secret-scopes"
+    )
+    group.add_argument(
+        "--secrets-dir",
+        default="",
+        metavar="DIR",
+        help="as serve --secrets-dir: check every ${secret:NAME} is defined (values unread)",
+    )
+    group.add_argument(
+        "--secret-names",
+        default="",
+        metavar="NAMES",
+        help="comma-separated secret names the server defines (instead of --secrets-dir)",
+    )
+
+
+def _guardrails(args: argparse.Namespace, schema: Schema, versions: tuple[str, ...]) -> Guardrails:
+    policy = load_policy(args.key_policy, schema.fields)
+    scopes = load_secret_scopes(args.secret_scopes) if args.secret_scopes else None
+    # With versions declared nothing imports lmcache here (the hook stays fast): the bundled
+    # rules decide, as the installed lmcache's validation does on the server (tested).
+    engine: EngineCheck = BundledRules() if versions else engine_check()
+    return Guardrails(policy=policy, engine=engine, scopes=scopes)
+
+
+def _server_checks(
+    args: argparse.Namespace, config_set: ConfigSet, schema: Schema
+) -> tuple[list[ConfigIssue], list[str]]:
+    """The guardrails' issues, and what could not be checked without the server."""
+    guardrails = _guardrails(args, schema, config_set.lmcache_versions)
+    issues = guardrails.issues(config_set)
+    unchecked = [
+        "apps in use: the server refuses a commit that removes an app workers asked for "
+        "within --fleet-ttl, unless its message has 'Removes-Apps: <ids>'"
+    ]
+    names = {name for f in config_set.all_files() for s in f.all_settings() for name in s.secrets}
+    if args.secrets_dir or args.secret_names:
+        defined = _defined_secrets(args, names)
+        for config_file in config_set.all_files():
+            for setting in config_file.all_settings():
+                for name in setting.secrets:
+                    if name not in defined:
+                        issues.append(
+                            ConfigIssue(
+                                path=setting.origin.path,
+                                line=setting.origin.line,
+                                column=1,
+                                message=f"secret '{name}' is not defined on the server",
+                            )
+                        )
+    elif names:
+        unchecked.append(
+            f"{len(names)} secret(s) used: whether the server defines them "
+            "(pass --secrets-dir or --secret-names)"
+        )
+    if names and guardrails.scopes is None:
+        unchecked.append("secret scopes (pass --secret-scopes)")
+    return sorted(set(issues)), unchecked
+
+
+def _defined_secrets(args: argparse.Namespace, names: set[str]) -> set[str]:
+    if args.secret_names:
+        return {name.strip() for name in args.secret_names.split(",") if name.strip()}
+    source = SecretSource(args.secrets_dir)
+    return {name for name in names if source.defines(name)}
+
+
 def _format_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("text", "json"), default="text")
 
@@ -121,10 +203,11 @@ def _repo_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def quiet_schema() -> Schema:
-    """The schema the server would use; the lmcache package's import chatter is dropped."""
-    with contextlib.redirect_stderr(io.StringIO()):
-        return load_schema()
+def quiet_schema() -> SchemaChoice:
+    """The schema the server would use, chosen per commit: the versions its global.yaml
+    declares (bundled data, no lmcache needed), else the installed lmcache's (its import
+    chatter dropped)."""
+    return SchemaChoice()
 
 
 def _open_repo(path: str) -> Repo:
@@ -135,7 +218,7 @@ def _open_repo(path: str) -> Repo:
 
 
 def _load_rev(
-    repo: Repo, rev: str, subdir: str, schema: Schema
+    repo: Repo, rev: str, subdir: str, schema: Schema | SchemaChoice
 ) -> tuple[CommitInfo, ConfigSet | None, list[ConfigIssue]]:
     try:
         return load_commit(repo, rev, subdir, schema)
@@ -166,7 +249,7 @@ def _app_id(app_id: str | None) -> str | None:
         raise SettingsError(invalid.message) from None
 
 
-def _print_issues(issues: Sequence[ConfigIssue], out: TextIO) -> None:
+def _print_issues(issues: Sequence[ConfigIssue | ConfigWarning], out: TextIO) -> None:
     for issue in issues:
         print(issue, file=out)
 
@@ -195,6 +278,13 @@ def run_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         finally:
             repo.close()
         commit = info.sha
+    unchecked: list[str] = []
+    if config_set is not None:
+        refused, unchecked = _server_checks(
+            args, config_set, schema.with_versions(config_set.lmcache_versions)
+        )
+        if refused:
+            config_set, issues = None, refused
     elapsed_ms = (time.perf_counter() - started) * 1000
     if args.format == "json":
         report = {
@@ -203,7 +293,14 @@ def run_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             "apps": sorted(config_set.apps) if config_set else [],
             "fragments": sorted(config_set.fragments) if config_set else [],
             "issues": [issue.as_json() for issue in issues],
-            "schema": schema.source,
+            "warnings": [warning.as_json() for warning in config_set.warnings]
+            if config_set
+            else [],
+            # The versions global.yaml declares are part of the schema it was checked with.
+            "schema": schema.with_versions(config_set.lmcache_versions).source
+            if config_set
+            else schema.with_versions(()).source,
+            "not_checked": unchecked,
         }
         print(json.dumps(report, indent=2), file=out)
     else:
@@ -213,11 +310,15 @@ def run_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             files = len({issue.path for issue in issues})
             print(f"{len(issues)} error(s) in {files} file(s) of {where}", file=err)
         else:
+            _print_issues(config_set.warnings, out)  # warnings alone never fail validate
+            warned = f"{len(config_set.warnings)} warning(s), " if config_set.warnings else ""
             print(
                 f"{where}: valid ({len(config_set.apps)} app(s), "
-                f"{len(config_set.fragments)} fragment(s), {elapsed_ms:.0f} ms)",
+                f"{len(config_set.fragments)} fragment(s), {warned}{elapsed_ms:.0f} ms)",
                 file=err,
             )
+            for note in unchecked:
+                print(f"not checked here, only on the server: {note}", file=err)
     return EXIT_OK if config_set is not None else EXIT_INVALID
 
 
@@ -257,12 +358,21 @@ def run_render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             info, config_set, issues = _load_rev(repo, args.ref, subdir, schema)
         finally:
             repo.close()
+    if config_set is not None:
+        refused, _ = _server_checks(
+            args, config_set, schema.with_versions(config_set.lmcache_versions)
+        )
+        if refused:
+            config_set, issues = None, refused
     if config_set is None:
         _print_issues(issues, err)
         print("the config set is invalid: the server would not serve it", file=err)
         return EXIT_INVALID
     snapshot = Snapshot(
-        commit=info, config_set=config_set, loaded_at=time.time(), schema_source=schema.source
+        commit=info,
+        config_set=config_set,
+        loaded_at=time.time(),
+        schema_source=schema.with_versions(config_set.lmcache_versions).source,
     )
     try:
         answer = snapshot.answer(app_id, env, config)
@@ -279,9 +389,16 @@ def run_render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(answer.body.decode())
         if out.isatty():
             out.write("\n")
+        if not answer.app_known:  # the answer bytes stay exact: the hint goes to stderr
+            print(f"note: no apps/{app_id}.yaml{_did_you_mean(snapshot, app_id)}", file=err)
         return EXIT_OK
     _print_render(snapshot, app_id, env, config, out)
     return EXIT_OK
+
+
+def _did_you_mean(snapshot: Snapshot, app_id: str) -> str:
+    near = snapshot.nearest_app(app_id)
+    return f"; did you mean {app_file(near)}?" if near else ""
 
 
 def _print_render(
@@ -294,7 +411,10 @@ def _print_render(
     where = "working tree" if info.sha == WORKING_TREE else f"commit {info.sha[:12]}"
     print(f"{app_id} at {where}: {info.subject}", file=out)
     if not answer.app_known:
-        print(f"no apps/{app_id}.yaml: the global layer only", file=out)
+        print(
+            f"no apps/{app_id}.yaml: the global layer only{_did_you_mean(snapshot, app_id)}",
+            file=out,
+        )
     plan = snapshot.plan(app_id)
     print(f"files: {', '.join(f.path for f in plan.files) or '(none)'}", file=out)
     for outcome in rule_outcomes(plan, app_id, env, config):

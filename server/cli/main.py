@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 from collections.abc import Sequence
@@ -12,7 +11,7 @@ from pathlib import Path
 from .. import __version__
 from ..base.errors import SettingsError
 from ..base.logs import configure_logging
-from ..base.redact import redact
+from ..base.redact import redact, remember_url
 from ..git.data_dir import DataDir
 from ..ops.metrics_env import prepare_metrics_dir
 from ..run.tls import tls_context
@@ -83,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging(settings.log_level, settings.log_format)
     log = logging.getLogger("server")
+    remember_url(settings.repo)  # before the first line that shows it
     log.info(
         "serving %s (ref %s%s) on %s://%s:%d, data dir %s%s",
         redact(settings.repo),
@@ -94,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.data_dir,
         f", {settings.workers} worker processes" if settings.workers > 1 else "",
     )
+    import asyncio  # noqa: PLC0415 (here: validate, a pre-commit hook, never imports it)
+
     try:
         asyncio.run(serve(settings, ssl_context))
     except SettingsError as exc:

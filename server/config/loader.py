@@ -6,7 +6,9 @@ The server and the authoring commands load through the same
 file (``parser``), follows ``include`` to the fragments (reporting cycles and
 misses) and returns the config set only when there is not a single issue.
 With a :class:`~server.config.parse_memo.ParseMemo`, files an earlier build
-parsed cleanly are reused.
+parsed cleanly are reused. The LMCache versions global.yaml declares
+(``versions``) are read first: with the schema's own, they choose the schema
+every file is checked against.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from pathlib import Path
 
 from ..base.errors import SourceProblem
 from ..base.issues import ConfigIssue
+from .hints import no_config_issue, unread_files
 from .model import ConfigFile, ConfigSet
 from .names import GLOBAL_FILE, app_file_name
 from .parse_memo import ParseMemo
 from .parser import parse_file
-from .schema import Schema
+from .schema import Schema, SchemaChoice
 from .sources import ConfigSource, DirectorySource, MemorySource
+from .versions import declared_versions
 
 # Fragments may include fragments; a chain longer than this is refused where it goes too
 # deep (every walk over includes stays far inside Python's recursion limit).
@@ -49,7 +53,7 @@ class _LimitedReader:
         self.prefix = display_prefix
         self.total = 0
 
-    def _issue(self, path: str, message: str) -> ConfigIssue:
+    def issue(self, path: str, message: str) -> ConfigIssue:
         return ConfigIssue(path=self.prefix + path, line=1, column=1, message=message)
 
     def refusals(self, selected: list[str]) -> list[ConfigIssue]:
@@ -57,7 +61,7 @@ class _LimitedReader:
         limits = self.limits
         if len(selected) > limits.max_files:
             return [
-                self._issue(".", f"{len(selected)} config files; the limit is {limits.max_files}")
+                self.issue(".", f"{len(selected)} config files; the limit is {limits.max_files}")
             ]
         sizes: dict[str, int] = {}
         for relative in selected:
@@ -68,12 +72,12 @@ class _LimitedReader:
         total = sum(sizes.values())
         if total > limits.max_total_bytes:
             return [
-                self._issue(
+                self.issue(
                     ".", f"config files total {total} bytes; the limit is {limits.max_total_bytes}"
                 )
             ]
         return [
-            self._issue(path, f"file is {size} bytes; the limit is {limits.max_file_bytes}")
+            self.issue(path, f"file is {size} bytes; the limit is {limits.max_file_bytes}")
             for path, size in sorted(sizes.items())
             if size > limits.max_file_bytes
         ]
@@ -92,7 +96,7 @@ class _LimitedReader:
 
 def load_config_set(
     files: ConfigSource | Mapping[str, bytes],
-    schema: Schema,
+    schema: Schema | SchemaChoice,
     *,
     display_prefix: str = "",
     limits: RepoLimits = RepoLimits(),
@@ -104,6 +108,8 @@ def load_config_set(
     to their bytes. Issues name paths with ``display_prefix`` in front so they
     match the repository. Returns the config set, or None with every issue found.
     With a ``memo``, files an earlier build parsed cleanly are reused, not re-parsed.
+    The config set is checked against every LMCache version that ``schema`` declares
+    and that global.yaml's ``lmcache_versions`` lists.
     """
     source: ConfigSource = MemorySource(files) if isinstance(files, Mapping) else files
     reader = _LimitedReader(source, limits, display_prefix)
@@ -132,7 +138,9 @@ def load_config_set(
         except UnicodeDecodeError as exc:
             issues.append(ConfigIssue(path=display, line=1, column=1, message=f"not UTF-8: {exc}"))
             return None
-        parsed, file_issues = parse_file(display, text, schema)
+        parsed, file_issues = parse_file(
+            display, text, checked, global_file=relative == GLOBAL_FILE
+        )
         issues.extend(file_issues)
         if memo is not None and parsed is not None and not file_issues:
             memo.put(display, data, parsed)
@@ -147,10 +155,16 @@ def load_config_set(
     if refusals:
         return None, refusals
 
+    # global.yaml first: its lmcache_versions choose the schema of every file.
+    # ``checked``: the schema every file is checked with, known once global.yaml is read.
+    global_data, checked = _global_first(reader, selected, schema, issues)
+    # A file parsed under other versions is parsed again.
+    memo = memo.for_schema(checked) if memo is not None else None
+
     for relative in selected:
         display = display_prefix + relative
         if relative == GLOBAL_FILE:
-            global_file = parse(relative)
+            global_file = None if global_data is None else parse_bytes(relative, global_data)
             continue
         app_id, message = app_file_name(relative)
         if app_id is not None:
@@ -162,13 +176,46 @@ def load_config_set(
 
     roots = [f for f in (global_file, *apps.values()) if f is not None]
     fragments = _load_fragments(roots, reader.read, parse_bytes, issues)
+    if global_file is None and not apps and not issues:
+        # Neither global.yaml nor an app file: the wrong folder, never a config to serve.
+        issues.append(no_config_issue(_yaml_paths(source), display_prefix))
     if issues:
         return None, sorted(set(issues))
-    config_set = ConfigSet(global_file=global_file, apps=apps, fragments=fragments)
+    config_set = ConfigSet(
+        global_file=global_file, apps=apps, fragments=fragments, lmcache_versions=checked.declared
+    )
     issues = _too_many_rules(config_set, limits.max_rules_per_app)
     if issues:
         return None, issues
-    return config_set, []
+    unread = unread_files(_yaml_paths(source), config_set, display_prefix)
+    return dataclasses.replace(config_set, warnings=tuple(unread)), []
+
+
+def _global_first(
+    reader: _LimitedReader,
+    selected: list[str],
+    schema: Schema | SchemaChoice,
+    issues: list[ConfigIssue],
+) -> tuple[bytes | None, Schema]:
+    """global.yaml's bytes (None: there is none, or an issue says why it cannot be read),
+    and ``schema`` with the versions it declares (their issues go to ``issues``)."""
+    if GLOBAL_FILE not in selected:
+        return None, schema.with_versions(())
+    try:
+        data = reader.read(GLOBAL_FILE)
+    except SourceProblem as problem:
+        issues.append(reader.issue(GLOBAL_FILE, problem.message))
+        return None, schema.with_versions(())
+    versions, version_issues = declared_versions(reader.prefix + GLOBAL_FILE, data)
+    issues.extend(version_issues)
+    return data, schema.with_versions(versions)
+
+
+def _yaml_paths(source: ConfigSource) -> list[str]:
+    try:
+        return source.yaml_paths()
+    except SourceProblem:
+        return []  # only hints are lost: the files that matter were read without trouble
 
 
 def _too_many_rules(config_set: ConfigSet, limit: int) -> list[ConfigIssue]:
@@ -258,7 +305,7 @@ def _load_fragments(
 
 
 def load_directory(
-    root: Path, schema: Schema, *, prefix: str = ""
+    root: Path, schema: Schema | SchemaChoice, *, prefix: str = ""
 ) -> tuple[ConfigSet | None, list[ConfigIssue]]:
     """Load and validate the config set in a directory (a working tree); issues start ``prefix``."""
     return load_config_set(DirectorySource(root), schema, display_prefix=prefix)

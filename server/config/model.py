@@ -13,7 +13,7 @@ import fnmatch
 from collections.abc import Mapping
 from typing import Any
 
-from ..base.issues import ConfigIssue
+from ..base.issues import ConfigIssue, ConfigWarning
 from .rollout import Rollout
 
 _GLOB_CHARS = frozenset("*?[")
@@ -136,6 +136,11 @@ class ConfigSet:
     global_file: ConfigFile | None
     apps: Mapping[str, ConfigFile]
     fragments: Mapping[str, ConfigFile] = dataclasses.field(default_factory=dict)
+    # The LMCache versions it was checked against (the server's and global.yaml's); ()
+    # when none were declared and the one default schema was used.
+    lmcache_versions: tuple[str, ...] = ()
+    # What the loader saw but nothing reads (``config.hints``): shown, never refused.
+    warnings: tuple[ConfigWarning, ...] = ()
 
     def all_files(self) -> tuple[ConfigFile, ...]:
         """global.yaml, every app file and every fragment, each once."""

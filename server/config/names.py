@@ -45,7 +45,7 @@ def is_config_path(relative: str) -> bool:
     return relative in ROOT_FILES or relative.startswith(APPS_DIR + "/")
 
 
-def _is_yaml(name: str) -> bool:
+def is_yaml_name(name: str) -> bool:
     return name.endswith((".yaml", ".yml"))
 
 
@@ -60,7 +60,7 @@ def app_file_name(relative: str) -> tuple[str | None, str | None]:
     if "/" in name:
         return None, "apps/ holds files only: apps/<app_id>.yaml (no subdirectories)"
     if not dot or extension not in {"yaml", "yml"}:
-        if not _is_yaml(name) and name.startswith((".", "README")):
+        if not is_yaml_name(name) and name.startswith((".", "README")):
             return None, None  # README.md, .gitkeep and the like are fine beside app files
         return None, f"app files are named apps/<app_id>.yaml; '{name}' is not"
     if extension == "yml":

@@ -20,6 +20,7 @@ from .names import include_path_problem
 from .rollout import DEFAULT_IDENTITY, Rollout
 from .schema import Schema
 from .secret_refs import SECRET_NAME_RE, SECRET_NAME_RULE, secret_names
+from .versions import VERSIONS_KEY
 
 FILE_SECTIONS = ("include", "defaults", "overrides", "rules", "access")
 RULE_KEYS = ("name", "when", "defaults", "overrides")
@@ -30,9 +31,12 @@ ACCESS_KEYS = ("env", "config")
 class FileParser:
     """Parses one YAML file into a ConfigFile, collecting issues instead of raising."""
 
-    def __init__(self, display_path: str, text: str, schema: Schema) -> None:
+    def __init__(
+        self, display_path: str, text: str, schema: Schema, *, global_file: bool = False
+    ) -> None:
         self.path = display_path
         self.schema = schema
+        self.global_file = global_file
         self.yaml = YamlFile(display_path, text)
 
     @property
@@ -48,8 +52,18 @@ class FileParser:
         if root is not None:
             sections: dict[str, Node] = {}
             for key, key_node, value_node in self.yaml.mapping(root, "a config file"):
+                if key == VERSIONS_KEY:
+                    if not self.global_file:
+                        self.yaml.report(
+                            key_node,
+                            f"'{VERSIONS_KEY}' belongs in global.yaml: it declares the LMCache "
+                            "versions of the whole fleet",
+                        )
+                    continue
                 if key not in FILE_SECTIONS:
-                    self._unknown(key_node, key, FILE_SECTIONS, "section")
+                    # (lmcache_versions was read before parsing: see ``versions``.)
+                    allowed = (*FILE_SECTIONS, VERSIONS_KEY) if self.global_file else FILE_SECTIONS
+                    self._unknown(key_node, key, allowed, "section")
                     continue
                 sections[key] = value_node
             if "include" in sections:
@@ -263,7 +277,8 @@ class FileParser:
                         continue
                     if not isinstance(pattern, str):
                         try:
-                            pattern = self.schema.check_value(name, pattern)
+                            # A condition matches what a worker sends: its type, not a range.
+                            pattern = self.schema.check_value(name, pattern, limits=False)
                         except ValueProblem as problem:
                             self.yaml.report(pattern_node, str(problem))
                             continue
@@ -275,11 +290,11 @@ class FileParser:
 
 
 def parse_file(
-    display: str, text: str, schema: Schema
+    display: str, text: str, schema: Schema, *, global_file: bool = False
 ) -> tuple[ConfigFile | None, list[ConfigIssue]]:
     """One file's ConfigFile and issues; never raises, so a file cannot end a sync."""
     try:
-        parser = FileParser(display, text, schema)
+        parser = FileParser(display, text, schema, global_file=global_file)
         return parser.parse(), parser.issues
     except RecursionError:
         # PyYAML recurses per nesting level: thousands of [ or { exhaust the stack.

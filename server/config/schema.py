@@ -1,8 +1,15 @@
-"""The LMCache config schema: which keys a worker accepts and what type each must have.
+"""The LMCache config schema: which keys a worker accepts, their types and their ranges.
 
-The installed ``lmcache`` package is the source of truth when it imports (so the
-schema follows the LMCache version deployed beside the server); otherwise the
-field list of LMCache 0.5.6 bundled in ``server/config/data`` is used.
+The field lists and deprecated aliases of every LMCache release with remote
+config (0.3.13 on) are bundled in ``server/config/data``, generated from the
+published wheels by ``scripts/bundle_lmcache_fields.py``; the bounds of the
+values are ``data/lmcache-ranges.tsv`` (``limits``). A repository (its
+``lmcache_versions``) or the server (``--lmcache-versions``) declares the
+versions its fleet runs, and a commit is checked against each of them
+(:func:`schema_for_versions`), with bundled data only: ``validate`` never needs
+lmcache installed. When nothing is declared, the installed ``lmcache`` package
+is the source of truth when it imports (the version deployed beside the
+server); otherwise the bundled 0.5.6 list is used.
 
 Values are checked the way the real client would read them, so that a value the
 client would silently misread is an error here: a quoted ``"yes"`` for a bool
@@ -11,42 +18,29 @@ becomes ``False`` in the client, a date for a string field is not a string.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import importlib
 import importlib.util
+import io
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from ..base.errors import ValueProblem
 from ..base.issues import quoted
+from .limits import FieldLimits, limits_for, version_key
 
 log = logging.getLogger("server.lmcache_schema")
 
+# The fallback when nothing is declared and lmcache is not installed.
 BUNDLED_VERSION = "0.5.6"
-
-# Deprecated names of LMCache 0.5.6 and the field each became. The client does not
-# resolve them for remote items (it skips them as unknown), so they are errors here.
-_BUNDLED_ALIASES: dict[str, str] = {
-    "enable_xpyd": "enable_pd",
-    "nixl_peer_host": "pd_peer_host",
-    "nixl_peer_init_port": "pd_peer_init_port",
-    "nixl_peer_alloc_port": "pd_peer_alloc_port",
-    "nixl_proxy_host": "pd_proxy_host",
-    "nixl_proxy_port": "pd_proxy_port",
-    "nixl_buffer_size": "pd_buffer_size",
-    "nixl_role": "pd_role",
-    "controller_url": "controller_pull_url",
-    "lmcache_worker_port": "lmcache_worker_ports",
-    "plugin_locations": "runtime_plugin_locations",
-    "external_backends": "storage_plugins",
-    "nixl_peer_port": "nixl_receiver_port",
-}
+_FIELDS_FILE = re.compile(r"^lmcache-(?P<version>\d+(?:\.\d+)*)-fields\.tsv$")
 
 # Fields whose converter accepts only some strings (LMCache 0.5.6).
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -65,6 +59,7 @@ class FieldSpec:
     item_kind: str | None  # for lists: int, float or str
     nullable: bool
     choices: tuple[str, ...] = ()
+    limits: FieldLimits = dataclasses.field(default_factory=FieldLimits)
 
     @property
     def type_label(self) -> str:
@@ -74,13 +69,34 @@ class FieldSpec:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Schema:
-    """The fields of one LMCache version, and its deprecated aliases."""
+    """The fields of one LMCache version, and its deprecated aliases; or of several.
+
+    A schema of declared versions (``declared``) holds one member per version:
+    its ``fields`` are those every member has, and a key that only some have is
+    an error naming the versions that lack it (a fleet mid-upgrade runs both).
+    """
 
     source: str
     fields: Mapping[str, FieldSpec]
     aliases: Mapping[str, str]
+    version: str | None = None  # the LMCache version of a one-version schema
+    declared: tuple[str, ...] = ()  # versions declared for the fleet; () when none are
+    members: tuple[Schema, ...] = ()  # with ``declared``: each version's own schema
+
+    def with_versions(self, versions: Iterable[str]) -> Schema:
+        """This schema with ``versions`` declared too (a repository's lmcache_versions)."""
+        wanted = {*self.declared, *versions}
+        if not wanted or wanted == set(self.declared):
+            return self
+        return schema_for_versions(tuple(wanted))
 
     def unknown_key_message(self, key: str) -> str:
+        lacking = [m.version or "?" for m in self.members if key not in m.fields]
+        if self.members and len(lacking) < len(self.members):
+            return (
+                f"'{key}' is not a config key of LMCache {', '.join(lacking)} (lmcache_versions: "
+                f"{', '.join(self.declared)}): workers of that version skip it as unknown"
+            )
         if key in self.aliases:
             new = self.aliases[key]
             return (
@@ -89,11 +105,34 @@ class Schema:
             )
         close = difflib.get_close_matches(key, list(self.fields), n=1, cutoff=0.6)
         hint = f"; did you mean '{close[0]}'?" if close else ""
+        if self.declared:
+            elsewhere = [v for v in bundled_versions() if key in bundled_schema(v).fields]
+            if elsewhere:
+                span = elsewhere[0] if len(elsewhere) == 1 else f"{elsewhere[0]} to {elsewhere[-1]}"
+                return (
+                    f"'{key}' is not a config key of LMCache {', '.join(self.declared)} "
+                    f"(lmcache_versions), only of LMCache {span}"
+                )
+            return f"unknown LMCache config key '{key}' (LMCache {', '.join(self.declared)}){hint}"
         return f"unknown LMCache config key '{key}'{hint}"
 
-    def check_value(self, key: str, value: Any) -> Any:
-        """Return the canonical JSON value for ``key``, or raise ValueProblem."""
-        return _check(self.fields[key], value)
+    def check_value(self, key: str, value: Any, *, limits: bool = True) -> Any:
+        """Return the canonical JSON value for ``key``, or raise ValueProblem.
+
+        ``limits``: check the value's range too (not for a condition, which matches
+        what workers send rather than setting it).
+        """
+        specs = [m.fields[key] for m in self.members] or [self.fields[key]]
+        if all(spec == specs[0] for spec in specs):
+            return _check(specs[0], value, limits)
+        # The versions disagree on this field: check each, and say which one refuses.
+        canonical: Any = None
+        for member, spec in zip(self.members, specs, strict=True):
+            try:
+                canonical = _check(spec, value, limits)
+            except ValueProblem as problem:
+                raise ValueProblem(f"{problem.message} (LMCache {member.version})") from None
+        return canonical
 
 
 # What a JSON integer may hold here: LMCache's integer fields are sizes, counts and
@@ -191,7 +230,14 @@ def _check_json(value: Any, where: str) -> Any:
     )
 
 
-def _check(spec: FieldSpec, value: Any) -> Any:
+def _check(spec: FieldSpec, value: Any, limits: bool = True) -> Any:
+    canonical = _check_type(spec, value)
+    if limits:
+        spec.limits.check(f"'{spec.name}'", canonical)
+    return canonical
+
+
+def _check_type(spec: FieldSpec, value: Any) -> Any:
     what = f"'{spec.name}'"
     if value is None:
         if spec.nullable:
@@ -217,8 +263,11 @@ def _check(spec: FieldSpec, value: Any) -> Any:
     return canonical
 
 
-def parse_type(name: str, type_text: str, default_is_none: bool) -> FieldSpec:
-    """Turn a declared type such as ``Optional[list[int]]`` into a FieldSpec."""
+def parse_type(
+    name: str, type_text: str, default_is_none: bool, version: str | None = None
+) -> FieldSpec:
+    """Turn a declared type such as ``Optional[list[int]]`` into a FieldSpec (with the
+    field's bounds in LMCache ``version``)."""
     text = type_text.strip().replace("typing.", "")
     match = _TYPE_RE.match(text)
     assert match is not None
@@ -241,26 +290,88 @@ def parse_type(name: str, type_text: str, default_is_none: bool) -> FieldSpec:
         item_kind=item_kind,
         nullable=nullable,
         choices=_CHOICES.get(name, ()),
+        limits=limits_for(name, version),
     )
 
 
-def bundled_schema() -> Schema:
-    text = (
-        resources.files("server.config")
-        .joinpath("data/lmcache-0.5.6-fields.tsv")
-        .read_text("utf-8")
-    )
+def _data(name: str) -> str:
+    return resources.files("server.config").joinpath("data", name).read_text("utf-8")
+
+
+@cache
+def bundled_versions() -> tuple[str, ...]:
+    """Every LMCache version whose field list is bundled, oldest first."""
+    names = (entry.name for entry in resources.files("server.config").joinpath("data").iterdir())
+    found = [m.group("version") for name in names if (m := _FIELDS_FILE.match(name))]
+    return tuple(sorted(found, key=version_key))
+
+
+def _rows(text: str) -> list[list[str]]:
+    return [row.split("\t") for row in text.splitlines()[1:] if row.strip()]
+
+
+@cache
+def bundled_schema(version: str = BUNDLED_VERSION) -> Schema:
+    """The bundled field list and aliases of one LMCache version (nothing declared)."""
     fields: dict[str, FieldSpec] = {}
-    for row in text.splitlines()[1:]:
-        if not row.strip():
-            continue
-        name, type_text, default, _env_var = row.split("\t")
-        fields[name] = parse_type(name, type_text, default.strip() == "None")
+    for name, type_text, default, _env_var in _rows(_data(f"lmcache-{version}-fields.tsv")):
+        fields[name] = parse_type(name, type_text, default.strip() == "None", version)
+    aliases = {alias: field for alias, field, _ in _rows(_data(f"lmcache-{version}-aliases.tsv"))}
     return Schema(
-        source=f"bundled LMCache {BUNDLED_VERSION} field list",
+        source=f"bundled LMCache {version} field list",
         fields=fields,
-        aliases=_BUNDLED_ALIASES,
+        aliases=aliases,
+        version=version,
     )
+
+
+def version_problem(version: str) -> str | None:
+    """Why ``version`` cannot be declared (not bundled), with the nearest one; None if it can."""
+    known = bundled_versions()
+    if version in known:
+        return None
+    close = difflib.get_close_matches(version, known, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return (
+        f"unknown LMCache version '{version}'; {hint}the versions with remote config are "
+        f"{', '.join(known)}"
+    )
+
+
+@cache
+def _declared(versions: tuple[str, ...]) -> Schema:
+    members = tuple(bundled_schema(v) for v in versions)
+    newest = members[-1]
+    # A key must exist in every declared version; its spec is taken from the newest.
+    fields = {
+        name: spec for name, spec in newest.fields.items() if all(name in m.fields for m in members)
+    }
+    aliases: dict[str, str] = {}
+    for member in members:
+        aliases.update(member.aliases)
+    return Schema(
+        source=f"LMCache {', '.join(versions)} (declared; bundled field lists)",
+        fields=fields,
+        aliases=aliases,
+        version=newest.version if len(members) == 1 else None,
+        declared=versions,
+        members=members,
+    )
+
+
+def schema_for_versions(versions: Iterable[str]) -> Schema:
+    """The schema that checks a commit against each of ``versions`` (bundled data only).
+
+    The same versions, in any order, give the same object (the parse memo relies on it).
+    ValueError for a version that is not bundled (callers check with version_problem).
+    """
+    wanted = tuple(sorted(set(versions), key=version_key))
+    for version in wanted:
+        if (problem := version_problem(version)) is not None:
+            raise ValueError(problem)
+    if not wanted:
+        raise ValueError("no LMCache version declared")
+    return _declared(wanted)
 
 
 def _type_text(declared: Any) -> str:
@@ -275,24 +386,52 @@ def installed_schema() -> Schema | None:
         config_module = importlib.import_module("lmcache.v1.config")
         definitions: Mapping[str, Mapping[str, Any]] = config_module._CONFIG_DEFINITIONS
         aliases = dict(getattr(config_module, "_CONFIG_ALIASES", {}))
+        version = getattr(importlib.import_module("lmcache"), "__version__", "unknown")
+        bundled_aliases = bundled_schema().aliases
         for deprecated in getattr(config_module, "_DEPRECATED_CONFIGS", {}):
-            aliases.setdefault(deprecated, _BUNDLED_ALIASES.get(deprecated, "(removed)"))
+            aliases.setdefault(deprecated, bundled_aliases.get(deprecated, "(removed)"))
         fields = {
             name: parse_type(
                 name,
                 _type_text(definition["type"]),
                 definition.get("default") is None,
+                version if version != "unknown" else None,
             )
             for name, definition in definitions.items()
         }
-        version = getattr(importlib.import_module("lmcache"), "__version__", "unknown")
     except Exception as exc:  # any failure: fall back to the bundled list, say why
         log.warning("installed lmcache package unreadable (%s); using the bundled schema", exc)
         return None
-    return Schema(source=f"installed lmcache {version}", fields=fields, aliases=aliases)
+    return Schema(
+        source=f"installed lmcache {version}", fields=fields, aliases=aliases, version=version
+    )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SchemaChoice:
+    """The schema of the authoring commands, chosen only once global.yaml has been read.
+
+    With versions declared (here or by the repository) it is theirs, from bundled
+    data: lmcache is never imported, so ``validate`` and the pre-commit hook stay
+    fast and need no lmcache. With none, it is :func:`load_schema`'s (the
+    installed lmcache, imported with its stderr chatter dropped).
+    """
+
+    versions: tuple[str, ...] = ()
+
+    def with_versions(self, versions: Iterable[str]) -> Schema:
+        wanted = (*self.versions, *versions)
+        if wanted:
+            return schema_for_versions(wanted)
+        with contextlib.redirect_stderr(io.StringIO()):
+            return load_schema()
 
 
 @cache
-def load_schema(prefer_installed: bool = True) -> Schema:
+def load_schema(prefer_installed: bool = True, versions: tuple[str, ...] = ()) -> Schema:
+    """The schema to check commits with: of the declared ``versions`` (bundled data, never
+    an import of lmcache); with none declared, the installed lmcache's, else 0.5.6's."""
+    if versions:
+        return schema_for_versions(versions)
     schema = installed_schema() if prefer_installed else None
     return schema or bundled_schema()

@@ -19,7 +19,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..base.errors import AccessDenied
+from ..base.issues import ConfigWarning
 from .effective import EffectiveSetting, answer_items, merge
+from .hints import nearest_app
 from .model import Condition, ConfigFile, ConfigSet, Rule, Setting
 
 # Bound on cached answers for rule combinations; beyond it answers are built per request.
@@ -34,9 +36,16 @@ class CommitInfo:
     author: str
     authored_at: str  # ISO 8601
     subject: str
+    # Apps the commit message says it removes on purpose (``Removes-Apps:`` trailers).
+    removes_apps: frozenset[str] = frozenset()
 
     def as_json(self) -> dict[str, str]:
-        return dataclasses.asdict(self)
+        return {
+            "sha": self.sha,
+            "author": self.author,
+            "authored_at": self.authored_at,
+            "subject": self.subject,
+        }
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -115,8 +124,10 @@ class Snapshot:
             for app_id in config_set.apps
         }
         self._fallback = AppPlan(app_id=None, known=False, files=config_set.layers(None))
+        self.warnings: tuple[ConfigWarning, ...] = config_set.warnings
         self._memo: dict[tuple[str | None, tuple[int, ...]], Answer] = {}
-        self._unknown_seen: set[str | None] = set()
+        # Unknown app ids asked for, each with its nearest app file (found once: difflib).
+        self._unknown_seen: dict[str | None, str | None] = {}
         self._items_memo: dict[tuple[str | None, tuple[int, ...]], list[dict[str, Any]]] = {}
         # Apps without rules never look at the request: serialise their answer now, and
         # answer them with one dict lookup (not those with access conditions to check).
@@ -145,8 +156,18 @@ class Snapshot:
         """True the first time an unknown app id asks this snapshot (bounded)."""
         if app_id in self._unknown_seen or len(self._unknown_seen) >= _MAX_UNKNOWN_APPS_REMEMBERED:
             return False
-        self._unknown_seen.add(app_id)
+        self._unknown_seen[app_id] = nearest_app(app_id, self.app_ids) if app_id else None
         return True
+
+    def unknown_apps_seen(self) -> list[str]:
+        """Unknown app ids asked of this snapshot (in this process), first seen first."""
+        return [app_id for app_id in self._unknown_seen if app_id]
+
+    def nearest_app(self, app_id: str) -> str | None:
+        """The known app ``app_id`` probably means ("did you mean apps/<it>.yaml?")."""
+        if app_id in self._unknown_seen:
+            return self._unknown_seen[app_id]
+        return nearest_app(app_id, self.app_ids)
 
     def effective(
         self, app_id: str | None, env: Mapping[str, Any], config: Mapping[str, Any]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..base.errors import SourceProblem
-from .names import APPS_DIR, ROOT_FILES, SYMLINK_REFUSED, is_config_path
+from .names import APPS_DIR, ROOT_FILES, SYMLINK_REFUSED, is_config_path, is_yaml_name
 
 
 class ConfigSource(Protocol):
@@ -27,6 +27,11 @@ class ConfigSource(Protocol):
 
     def selected_paths(self) -> list[str]:
         """Paths (relative to the config root) of global.yaml/global.yml and all below apps/."""
+        ...
+
+    def yaml_paths(self) -> list[str]:
+        """Every *.yaml/*.yml file below the config root, read or not (never read here):
+        what ``config.hints`` warns about when nothing reads it. May raise SourceProblem."""
         ...
 
     def size(self, relative: str) -> int:
@@ -46,6 +51,9 @@ class MemorySource:
 
     def selected_paths(self) -> list[str]:
         return sorted(path for path in self._files if is_config_path(path))
+
+    def yaml_paths(self) -> list[str]:
+        return sorted(path for path in self._files if is_yaml_name(path))
 
     def size(self, relative: str) -> int:
         return len(self.read(relative))
@@ -75,6 +83,21 @@ class DirectorySource:
                 dirs[:] = sorted(d for d in dirs if d not in links and d != ".git")
                 paths += [posixpath.join(relative, name) for name in (*files, *links)]
         return sorted(set(paths))
+
+    def yaml_paths(self) -> list[str]:
+        found: list[str] = []
+        for folder, dirs, files in os.walk(self._root):
+            # Hidden folders (.git, .github) hold no config; links are never followed.
+            dirs[:] = sorted(
+                d for d in dirs if not d.startswith(".") and not (Path(folder) / d).is_symlink()
+            )
+            relative = Path(folder).relative_to(self._root).as_posix()
+            found += [
+                name if relative == "." else posixpath.join(relative, name)
+                for name in files
+                if is_yaml_name(name)
+            ]
+        return sorted(found)
 
     def _file(self, relative: str) -> Path:
         target = self._root / relative

@@ -18,8 +18,8 @@ from ..base.errors import SourceProblem
 from ..base.issues import ConfigIssue
 from ..config.loader import RepoLimits, load_config_set
 from ..config.model import ConfigSet
-from ..config.names import APPS_DIR, ROOT_FILES, SYMLINK_REFUSED, display_prefix
-from ..config.schema import Schema
+from ..config.names import APPS_DIR, ROOT_FILES, SYMLINK_REFUSED, display_prefix, is_yaml_name
+from ..config.schema import Schema, SchemaChoice
 from ..config.snapshot import CommitInfo
 
 
@@ -36,12 +36,32 @@ def commit_time(seconds: int) -> str:
 
 
 def commit_info(commit: Commit) -> CommitInfo:
+    message = commit.message
     return CommitInfo(
         sha=commit.hexsha,
         author=str(commit.author.name),
         authored_at=commit_time(commit.authored_date),
         subject=str(commit.summary),
+        removes_apps=removed_apps_trailer(
+            message if isinstance(message, str) else message.decode("utf-8", "replace")
+        ),
     )
+
+
+REMOVES_APPS_TRAILER = "Removes-Apps"
+
+
+def removed_apps_trailer(message: str) -> frozenset[str]:
+    """The app ids of every ``Removes-Apps: a, b`` trailer (the message's last paragraph)."""
+    paragraphs = [part for part in message.strip().split("\n\n") if part.strip()]
+    if len(paragraphs) < 2:  # a subject alone has no trailers
+        return frozenset()
+    apps: set[str] = set()
+    for line in paragraphs[-1].splitlines():
+        name, colon, value = line.partition(":")
+        if colon and name.strip().lower() == REMOVES_APPS_TRAILER.lower():
+            apps.update(app for app in value.replace(",", " ").split() if app)
+    return frozenset(apps)
 
 
 class CommitSource:
@@ -77,6 +97,14 @@ class CommitSource:
                 )
         return sorted(paths)
 
+    def yaml_paths(self) -> list[str]:
+        cut = len(self._subdir) + 1 if self._subdir else 0
+        return sorted(
+            str(item.path)[cut:]
+            for item in self.root().traverse()
+            if isinstance(item, Blob) and is_yaml_name(item.name)
+        )
+
     def _blob(self, relative: str) -> Blob:
         try:
             item = self.root() / relative
@@ -97,7 +125,11 @@ class CommitSource:
 
 
 def load_commit(
-    repo: Repo, rev: str, subdir: str, schema: Schema, limits: RepoLimits | None = None
+    repo: Repo,
+    rev: str,
+    subdir: str,
+    schema: Schema | SchemaChoice,
+    limits: RepoLimits | None = None,
 ) -> tuple[CommitInfo, ConfigSet | None, list[ConfigIssue]]:
     """Load and validate the config set of one commit (the authoring commands' path)."""
     commit = repo.commit(rev)

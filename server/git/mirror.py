@@ -31,7 +31,7 @@ from git import Repo
 
 from ..base.errors import GitError, InvalidParameter, MirrorDamaged
 from ..base.issues import ConfigIssue
-from ..base.redact import redact
+from ..base.redact import redact, redact_url, remember_url
 from ..config.loader import RepoLimits, load_config_set
 from ..config.model import ConfigSet
 from ..config.names import display_prefix
@@ -104,7 +104,11 @@ class GitMirror:
         depth: int = 0,
         credentials: GitCredentials | None = None,
     ) -> None:
+        # Taught to the redactor before any git runs: every log line and error from now on
+        # hides these credentials, however git or a library spells them back.
+        remember_url(remote)
         self.remote = normalise_remote(remote)
+        remember_url(self.remote)
         self.credentials = credentials or GitCredentials(https_username="git")
         self._env = {**GIT_ENV, **self.credentials.environment(self.remote)}
         self.path = path
@@ -124,7 +128,7 @@ class GitMirror:
 
     @property
     def remote_for_display(self) -> str:
-        return redact(self.remote)
+        return redact(redact_url(self.remote))
 
     @contextlib.contextmanager
     def open(self) -> Iterator[Repo]:
@@ -173,7 +177,7 @@ class GitMirror:
             if url is not None and remote_identity(url) != self.identity:
                 log.warning(
                     "the data dir's mirror is of another repository (%s); replacing it",
-                    redact(url),
+                    redact(redact_url(url)),  # an old URL: its credentials were never remembered
                 )
                 shutil.rmtree(self.path)
             else:
@@ -435,7 +439,8 @@ class MirrorReader:
         self, sha: str, subdir: str, schema: Schema, limits: RepoLimits
     ) -> tuple[ConfigSet | None, list[ConfigIssue]]:
         """The commit's validated config set (or every issue found), without its metadata."""
-        memo = self._parse_memo.for_schema(schema) if self._parse_memo is not None else None
+        # The loader empties the memo when the schema changes (it knows the declared versions).
+        memo = self._parse_memo
         try:
             return load_config_set(
                 MirrorCommitSource(self._blobs, sha, subdir, limits),

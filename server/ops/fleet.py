@@ -8,7 +8,10 @@ and only the allow-listed names are copied out of it.
 
 The table holds at most ``--fleet-size`` workers; recording a worker moves it
 to the young end, and the least recently seen worker is forgotten first, so
-memory stays bounded however many workers (or forged ids) ask. It is touched
+memory stays bounded however many workers (or forged ids) ask. A worker not
+seen for ``--fleet-ttl`` seconds is forgotten too (a deleted pod must not stay
+"behind" for good); times are the wall clock's, as they are compared across
+processes (and, later, replicas). It is touched
 only on the event loop. Each replica knows the workers that asked *it*; with
 ``--workers N`` the processes of one replica exchange their sightings
 (``take_fresh`` and ``merge``), so every process shows the replica's whole table.
@@ -17,6 +20,7 @@ only on the event loop. Each replica knows the workers that asked *it*; with
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -67,8 +71,12 @@ FleetKey = tuple[object, ...]
 
 
 class FleetTable:
-    def __init__(self, *, capacity: int, env_allow_list: Iterable[str]) -> None:
+    def __init__(
+        self, *, capacity: int, env_allow_list: Iterable[str], ttl: float | None = None
+    ) -> None:
         self.capacity = capacity
+        self.ttl = ttl
+        self.expired = 0
         self.env_allow_list = tuple(env_allow_list)
         self.evicted = 0
         self._rows: collections.OrderedDict[FleetKey, Sighting] = collections.OrderedDict()
@@ -76,7 +84,29 @@ class FleetTable:
         self._fresh: dict[FleetKey, Sighting] | None = None
 
     def __len__(self) -> int:
+        self.expire()
         return len(self._rows)
+
+    def expire(self, now: float | None = None) -> None:
+        """Forget the workers not seen for ``ttl`` seconds (oldest first, from the old end)."""
+        if self.ttl is None:
+            return
+        oldest = (time.time() if now is None else now) - self.ttl
+        rows = self._rows
+        while rows:
+            key, sighting = next(iter(rows.items()))
+            if sighting.seen_at >= oldest:
+                break
+            del rows[key]
+            self.expired += 1
+
+    def apps_in_use(self) -> dict[str, int]:
+        """Workers per app id among those seen within the TTL (apps asked for by name)."""
+        self.expire()
+        counts: collections.Counter[str] = collections.Counter(
+            s.app_id for s in self._rows.values() if s.app_id is not None
+        )
+        return dict(counts)
 
     def record(
         self,
@@ -138,11 +168,13 @@ class FleetTable:
 
     def sightings(self, app_id: str | None = None) -> list[Sighting]:
         """Newest first; all apps, or one."""
+        self.expire()
         rows = reversed(self._rows.values())
         return [s for s in rows if app_id is None or s.app_id == app_id]
 
     def counts(self) -> collections.Counter[tuple[str | None, str]]:
         """Workers per (app, commit)."""
+        self.expire()
         return collections.Counter((s.app_id, s.commit) for s in self._rows.values())
 
     def report(self, *, served: str | None, app_id: str | None = None) -> dict[str, Any]:
@@ -163,6 +195,8 @@ class FleetTable:
             "tracked": len(self._rows),
             "capacity": self.capacity,
             "evicted": self.evicted,
+            "expired": self.expired,
+            "ttl_seconds": self.ttl,
             "env_allow_list": list(self.env_allow_list),
             "apps": dict(sorted(apps.items())),
         }

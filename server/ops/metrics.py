@@ -1,7 +1,8 @@
 """Prometheus metrics, in a registry of the app's own (never the global one).
 
-Only three things are updated on the /config path: a request counter, a
-latency histogram and an in-flight gauge (a dict lookup and a lock each). Everything else -- the
+Only four things are updated on the /config path: a request counter, a
+latency histogram, an in-flight gauge (a dict lookup and a lock each) and, for an
+app the served commit does not know, a counter by app id. Everything else -- the
 served commit, snapshot age, sync counts, staleness, fleet counts -- is read
 from the live state when ``/metrics`` is scraped, by :class:`StateCollector`,
 so keeping it costs the request path nothing and can never drift from
@@ -9,7 +10,10 @@ so keeping it costs the request path nothing and can never drift from
 
 The ``app`` label is bounded: an app id that the served commit does not know is
 counted as ``_unknown``, a request without one as ``_none``, an unparseable one
-as ``_invalid``. Worker-chosen strings never become label values.
+as ``_invalid``. Worker-chosen strings never become label values there; the one
+exception, ``unknown_app_requests_total``, names the unknown ids (they passed the
+app-id rule) for the first :data:`MAX_UNKNOWN_APP_LABELS` of them per process and
+folds the rest into ``(other)``.
 
 With ``--workers N`` the request metrics are kept in prometheus_client's
 multiprocess mode (memory-mapped files under ``<data-dir>/metrics``, one set
@@ -46,6 +50,9 @@ PREFIX = "lmcache_config"
 UNKNOWN_APP = "_unknown"
 NO_APP = "_none"
 INVALID_APP = "_invalid"
+# Distinct app ids the unknown-app counter names (per process); later ones count as OTHER_APP.
+MAX_UNKNOWN_APP_LABELS = 100
+OTHER_APP = "(other)"
 # Answers come from memory: most take well under a millisecond.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -95,6 +102,13 @@ class Metrics:
             registry=own,
             multiprocess_mode="livesum",
         )
+        self._unknown_counters: dict[str, Counter] = {}
+        self.unknown_apps = Counter(
+            f"{PREFIX}_unknown_app_requests",
+            "/config requests for an app id with no apps/<id>.yaml in the served commit.",
+            ["app"],
+            registry=own,
+        )
         self.latency = Histogram(
             f"{PREFIX}_request_duration_seconds",
             "Time to answer /config, body upload included.",
@@ -110,6 +124,15 @@ class Metrics:
             counter = self._request_counters[app, status] = self.requests.labels(app, str(status))
         counter.inc()
         self.latency.observe(seconds)
+
+    def count_unknown_app(self, app_id: str) -> None:
+        counter = self._unknown_counters.get(app_id)
+        if counter is None:
+            # A worker picks the id: cap the labels it can create (memory, scrape size).
+            label = app_id if len(self._unknown_counters) < MAX_UNKNOWN_APP_LABELS else OTHER_APP
+            counter = self._unknown_counters.get(label) or self.unknown_apps.labels(label)
+            self._unknown_counters[label] = counter
+        counter.inc()
 
     def exposition(self, accept: str) -> tuple[bytes, str]:
         """The scrape body and its content type, in the format the scraper asked for."""

@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any
 
 from ..base.clock import Moment
+from ..config.hints import app_file
 from ..config.snapshot import Snapshot
 from ..sync.freshness import Freshness, freshness
 from ..sync.state import SnapshotHolder, SyncRecord, SyncState
@@ -25,6 +26,26 @@ class RepoDescription:
     ref: str
     path: str
     credentials: str  # what kind of credentials, never their value
+
+
+# Rows of unknown apps shown (the ids are workers' choice: any number may ask).
+MAX_UNKNOWN_APPS_SHOWN = 50
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class UnknownApp:
+    """An app id workers asked for that the served commit has no file for."""
+
+    app_id: str
+    workers: int  # in the fleet table now (0: asked, but refused or since forgotten)
+    nearest: str | None  # the known app it probably means
+
+    @property
+    def did_you_mean(self) -> str | None:
+        return app_file(self.nearest) if self.nearest else None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"app_id": self.app_id, "workers": self.workers, "did_you_mean": self.did_you_mean}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -53,6 +74,24 @@ class StatusView:
         """The recent syncs, newest first."""
         return list(reversed(self.state.recent))
 
+    @property
+    def unknown_apps(self) -> list[UnknownApp]:
+        """Unknown app ids asked of the served commit: this process's sightings, and the
+        replica's fleet table (shared by every process), most workers first."""
+        snapshot = self.snapshot
+        if snapshot is None:
+            return []
+        known = snapshot.config_set.apps
+        workers: dict[str, int] = dict.fromkeys(snapshot.unknown_apps_seen(), 0)
+        for (app_id, _), count in self.fleet.counts().items():
+            if app_id and app_id not in known:
+                workers[app_id] = workers.get(app_id, 0) + count
+        shown = sorted(workers.items(), key=lambda item: (-item[1], item[0]))
+        return [
+            UnknownApp(app_id=app_id, workers=count, nearest=snapshot.nearest_app(app_id))
+            for app_id, count in shown[:MAX_UNKNOWN_APPS_SHOWN]
+        ]
+
     def summary_json(self) -> dict[str, Any]:
         """Without an admin credential: enough for a load balancer or a curious worker."""
         snapshot = self.snapshot
@@ -73,6 +112,9 @@ class StatusView:
                 "loaded_at": snapshot.loaded_at,
                 "apps": len(snapshot.app_ids),
                 "schema": snapshot.schema_source,
+                # YAML files nothing reads, and app ids asked for that have no file.
+                "warnings": [warning.as_json() for warning in snapshot.warnings],
+                "unknown_apps": [app.as_json() for app in self.unknown_apps],
             }
         return {
             "ready": snapshot is not None,

@@ -22,6 +22,8 @@ from ..base.secret_file import read_secret_file
 from ..base.tasks import OneThread
 from ..config.loader import RepoLimits
 from ..config.parse_memo import ParseMemo
+from ..config.policy import load_policy
+from ..config.schema import bundled_schema
 from ..git.credentials import GitCredentials, existing_file
 from ..git.data_dir import DataDir, DataDirLock, LastGoodRecord
 from ..git.mirror import GitMirror, MirrorReader
@@ -35,7 +37,7 @@ from ..processes.role import ProcessRole
 from ..settings import Settings
 from ..sync.builder import SnapshotBuilder
 from ..sync.control import SyncControl
-from ..sync.secrets import SecretSource
+from ..sync.secrets import SecretSource, load_secret_scopes
 from ..sync.state import SnapshotHolder
 from ..sync.syncer import PollSchedule, Syncer
 from ..sync.viewer import CommitViewer
@@ -141,7 +143,9 @@ def compose(
     )
     limits = repo_limits(settings)
     holder = SnapshotHolder(live=role.live)
-    fleet = FleetTable(capacity=settings.fleet_size, env_allow_list=settings.fleet_env)
+    fleet = FleetTable(
+        capacity=settings.fleet_size, env_allow_list=settings.fleet_env, ttl=settings.fleet_ttl
+    )
     sync_thread = OneThread("git-sync")
     view_thread = OneThread("git-view")
     leader: LeaderParts | None = None
@@ -166,6 +170,9 @@ def compose(
         limits=limits,
         secrets=SecretSource(settings.secrets_dir),
         signatures=signatures,
+        policy=load_policy(settings.key_policy, bundled_schema().fields),
+        scopes=load_secret_scopes(settings.secret_scopes),
+        lmcache_versions=settings.lmcache_versions,
     )
     if role.leader_link is None:
         syncer = Syncer(
@@ -183,6 +190,7 @@ def compose(
                 interval=settings.poll_interval, max_backoff=settings.max_backoff
             ),
         )
+        syncer.apps_in_use = fleet.apps_in_use
         leader = LeaderParts(lock=DataDirLock(data_dir.lock), syncer=syncer, signatures=signatures)
         sync = syncer
     else:
@@ -220,7 +228,11 @@ def compose(
         leader=leader,
         follower=follower,
         viewer=CommitViewer(
-            mirror=mirror, view_thread=view_thread, subdir=settings.path, limits=limits
+            mirror=mirror,
+            view_thread=view_thread,
+            subdir=settings.path,
+            limits=limits,
+            lmcache_versions=settings.lmcache_versions,
         ),
         sync_thread=sync_thread,
         view_thread=view_thread,

@@ -4,21 +4,29 @@ The stages, in order, each of which can end the build with a :class:`Rejection`:
 
 1. **verify**: with ``--require-signed-commits``, a good signature by a trusted key;
 2. **load**: the config set read from the commit's tree and validated (``config.loader``);
-3. **resolve**: every ``${secret:NAME}`` the config set refers to, from this server;
-4. **snapshot**: the answers built once (``config.snapshot``).
+3. **guard**: the key policy and LMCache's own validation of each app's
+   effective config (``config.guardrails``), then the secret scopes;
+4. **resolve**: every ``${secret:NAME}`` the config set refers to, from this server;
+5. **snapshot**: the answers built once (``config.snapshot``).
 
-A rejection in stage 3 is a server-side one (``RejectionKind.SERVER_SIDE``):
-defining the secret must be enough to serve the commit, so it is retried.
+A rejection for a secret (its scope in stage 3, its value in stage 4) is a
+server-side one (``RejectionKind.SERVER_SIDE``): defining or scoping the secret
+must be enough to serve the commit, so it is retried.
 Blocking: a builder runs on one thread (the sync thread, or a follower's),
 because its reader keeps caches from one commit to the next.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Mapping
 
 from ..base.issues import ConfigIssue
+from ..config.engine_check import engine_check
+from ..config.guardrails import EngineMemo, Guardrails, SecretScopes, vanished_apps
 from ..config.loader import RepoLimits
+from ..config.policy import BUILT_IN_POLICY, KeyPolicy
 from ..config.schema import Schema, load_schema
 from ..config.snapshot import CommitInfo, Snapshot
 from ..git.mirror import GitMirror, MirrorReader
@@ -37,18 +45,27 @@ class SnapshotBuilder:
         limits: RepoLimits,
         secrets: SecretSource,
         signatures: SignaturePolicy | None = None,
+        policy: KeyPolicy = BUILT_IN_POLICY,
+        scopes: SecretScopes | None = None,
+        lmcache_versions: tuple[str, ...] = (),
     ) -> None:
         self._mirror = mirror
+        # --lmcache-versions: checked on top of each commit's own lmcache_versions.
+        self._lmcache_versions = lmcache_versions
         self._reader = reader
         self._subdir = subdir
         self._limits = limits
         self._secrets = secrets
         self._signatures = signatures
         self._schema: Schema | None = None
+        self._guardrails = Guardrails(policy=policy, engine=None, scopes=scopes)
+        self._engine_memo = EngineMemo()
 
     def prepare(self) -> Schema:
         """Load the LMCache schema (importing lmcache takes a while: not on the event loop)."""
-        self._schema = load_schema()
+        self._schema = load_schema(versions=self._lmcache_versions)
+        engine = engine_check()
+        self._guardrails = dataclasses.replace(self._guardrails, engine=engine)
         return self._schema
 
     @property
@@ -57,11 +74,18 @@ class SnapshotBuilder:
             raise RuntimeError("SnapshotBuilder.prepare() has not run")
         return self._schema
 
-    def build(self, sha: str, secrets: SecretLookup | None = None) -> Snapshot | Rejection:
+    def build(
+        self,
+        sha: str,
+        secrets: SecretLookup | None = None,
+        in_use: Mapping[str, int] | None = None,
+    ) -> Snapshot | Rejection:
         """The snapshot of ``sha``, or its rejection; MirrorDamaged when it cannot be read.
 
         ``secrets``: where to look them up instead of this server's own source (a follower
-        process builds with the secrets the leader resolved).
+        process builds with the secrets the leader resolved). ``in_use``: workers per served
+        app that asked within --fleet-ttl; removing such an app's file needs the commit to
+        say so (``Removes-Apps:``).
         """
         refusal = self._verify(sha)
         if refusal is not None:
@@ -71,6 +95,14 @@ class SnapshotBuilder:
         )
         if config_set is None:
             return _rejection(info, issues, RejectionKind.CONTENT)
+        refused = self._guardrails.content_issues(config_set, self._engine_memo)
+        if in_use:
+            refused += vanished_apps(config_set, in_use, info.removes_apps)
+        if refused:
+            return _rejection(info, refused, RejectionKind.CONTENT)
+        unscoped = self._guardrails.scope_issues(config_set)
+        if unscoped:
+            return _rejection(info, unscoped, RejectionKind.SERVER_SIDE)
         secret_values, secret_issues = resolve_secrets(config_set, secrets or self._secrets)
         if secret_issues:
             return _rejection(info, [*issues, *secret_issues], RejectionKind.SERVER_SIDE)
@@ -78,7 +110,7 @@ class SnapshotBuilder:
             commit=info,
             config_set=config_set,
             loaded_at=time.time(),
-            schema_source=self.schema.source,
+            schema_source=self.schema.with_versions(config_set.lmcache_versions).source,
             secrets=secret_values,
         )
 

@@ -17,8 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-from ..base.errors import SecretUnreadable
+from ..base.errors import SecretUnreadable, SettingsError
 from ..base.issues import ConfigIssue
+from ..base.settings_file import read_yaml_file
+from ..config.guardrails import SecretScopes
 from ..config.model import ConfigSet
 
 ENV_PREFIX = "LMCACHE_CONFIG_SERVER_SECRET_"
@@ -58,6 +60,11 @@ class SecretSource:
                     kind = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "unreadable"
                     raise SecretUnreadable(f"secret file {candidate} is {kind}") from None
         return self._environ.get(secret_env_var(name))
+
+    def defines(self, name: str) -> bool:
+        """Whether ``name`` is defined, without reading its value."""
+        in_dir = self.directory is not None and (self.directory / name).is_file()
+        return in_dir or secret_env_var(name) in self._environ
 
     def not_found(self, name: str) -> str:
         where = f"no file {self.directory / name}, " if self.directory else ""
@@ -107,3 +114,43 @@ def resolve_secrets(
                 elif value is not None:
                     resolved[name] = value
     return resolved, issues
+
+
+NO_SCOPES = SecretScopes(
+    apps_by_secret={}, source="no --secret-scopes: no secret is served to any app"
+)
+
+
+def load_secret_scopes(path: str) -> SecretScopes:
+    """The apps each secret may be served to, from ``--secret-scopes``; SettingsError if bad.
+
+    The file maps secret names to lists of app-id globs; the name ``"*"`` stands for every
+    secret. The global layer is served to every app, so a secret it uses needs ``"*"``.
+    """
+    if not path:
+        return NO_SCOPES
+    data = read_yaml_file(path, "--secret-scopes")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"--secret-scopes {path}: expected a mapping of secret name to apps")
+    scopes: dict[str, tuple[str, ...]] = {}
+    for name, listed in data.items():
+        apps = [listed] if isinstance(listed, str) else listed
+        if not isinstance(name, str) or not isinstance(apps, list):
+            raise SettingsError(
+                f"--secret-scopes {path}: '{name}' must map to a list of app ids or globs"
+            )
+        if not all(isinstance(app, str) and app for app in apps):
+            raise SettingsError(f"--secret-scopes {path}: '{name}': app ids must be text")
+        scopes[name] = tuple(apps)
+    everywhere = scopes.pop("*", ())
+    if everywhere:
+        scopes = _with_default(scopes, everywhere)
+    return SecretScopes(apps_by_secret=scopes, source=f"--secret-scopes {path}", default=everywhere)
+
+
+def _with_default(
+    scopes: dict[str, tuple[str, ...]], everywhere: tuple[str, ...]
+) -> dict[str, tuple[str, ...]]:
+    return {name: (*apps, *everywhere) for name, apps in scopes.items()}

@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from ..base.clock import Moment
 from ..base.errors import GitError, MirrorDamaged, NotReady
@@ -89,6 +89,8 @@ class Syncer:
         # With --workers N: told (on the event loop) which commit the sync thread starts to
         # build, so that the other processes build it at the same time, not after.
         self.building_elsewhere: Callable[[str], None] | None = None
+        # Workers per app id seen within --fleet-ttl (the fleet table), read on the event loop.
+        self.apps_in_use: Callable[[], Mapping[str, int]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle (driven by the app's cleanup_ctx) --
@@ -192,11 +194,11 @@ class Syncer:
     # -- on the sync thread --
 
     def _build_or_walk_back(
-        self, tip: str, served: Snapshot | None
+        self, tip: str, served: Snapshot | None, in_use: Mapping[str, int] | None = None
     ) -> Snapshot | Rejection | WalkedBack:
         """Build the tip; with nothing served yet, fall back to the newest valid commit."""
         self._announce(tip)
-        outcome = self._builder.build(tip)
+        outcome = self._builder.build(tip, in_use=in_use)
         if not isinstance(outcome, Rejection) or served is not None:
             return outcome
         for sha in self.mirror.first_parents(tip, WALK_BACK_COMMITS):
@@ -226,8 +228,19 @@ class Syncer:
             log.exception("restoring from the local mirror failed; syncing instead")
             return None
 
+    def _in_use(self, served: Snapshot | None) -> dict[str, int]:
+        """Of the apps served now, those workers asked for (and how many workers)."""
+        if served is None or self.apps_in_use is None:
+            return {}
+        asked = self.apps_in_use()
+        return {app: asked[app] for app in served.app_ids if asked.get(app)}
+
     def _sync_blocking(
-        self, served: Snapshot | None, rejected: str | None, retry_rejected: bool
+        self,
+        served: Snapshot | None,
+        rejected: str | None,
+        retry_rejected: bool,
+        in_use: Mapping[str, int],
     ) -> Snapshot | Rejection | WalkedBack | str:
         """Fetch and build; returns a new snapshot, a rejection, or the unchanged sha."""
         served_sha = served.commit.sha if served is not None else None
@@ -241,12 +254,12 @@ class Syncer:
         if tip == served_sha or (tip == rejected and not retry_rejected and served is not None):
             return tip
         try:
-            return self._build_or_walk_back(tip, served)
+            return self._build_or_walk_back(tip, served, in_use)
         except MirrorDamaged:
             # Objects we need are unreadable: clone anew beside the mirror, once; the old
             # one (and the last good commit in it) goes only when the new one is complete.
             self.mirror.reclone()
-            return self._build_or_walk_back(self.mirror.resolve(), served)
+            return self._build_or_walk_back(self.mirror.resolve(), served, in_use)
 
     def _announce(self, sha: str) -> None:
         """From the sync thread: tell ``building_elsewhere`` which commit is being built."""
@@ -265,8 +278,20 @@ class Syncer:
         generation = self.generation + 1
         if self.stage_elsewhere is not None:
             await self.stage_elsewhere(snapshot, generation)
+        previous = self.holder.current
         self.holder.publish(generation, snapshot)
         self.generation = generation
+        if snapshot.warnings and (previous is None or previous.commit.sha != snapshot.commit.sha):
+            # Served all the same; said once per commit (and listed in /status).
+            shown = "; ".join(str(warning) for warning in snapshot.warnings[:5])
+            more = len(snapshot.warnings) - 5
+            log.warning(
+                "commit %s has %d warning(s): %s%s",
+                snapshot.commit.sha[:12],
+                len(snapshot.warnings),
+                shown,
+                f" (and {more} more: see /status)" if more > 0 else "",
+            )
         self._keep(record)
         try:
             await self._thread.run(self._save_last_good, snapshot.commit.sha)
@@ -314,7 +339,10 @@ class Syncer:
             retry = last is not None and last.retried
             try:
                 self._loop = asyncio.get_running_loop()
-                outcome = await self._thread.run(self._sync_blocking, served, rejected, retry)
+                in_use = self._in_use(served)
+                outcome = await self._thread.run(
+                    self._sync_blocking, served, rejected, retry, in_use
+                )
             except GitError as exc:
                 self.state.consecutive_failures += 1
                 return self._keep(

@@ -31,9 +31,16 @@ def _recloning() -> NotReady:
 
 class CommitViewer:
     def __init__(
-        self, *, mirror: GitMirror, view_thread: OneThread, subdir: str, limits: RepoLimits
+        self,
+        *,
+        mirror: GitMirror,
+        view_thread: OneThread,
+        subdir: str,
+        limits: RepoLimits,
+        lmcache_versions: tuple[str, ...] = (),
     ) -> None:
         self._mirror = mirror
+        self._lmcache_versions = lmcache_versions  # as the builder's
         self._thread = view_thread
         self._subdir = subdir
         self._limits = limits
@@ -55,7 +62,7 @@ class CommitViewer:
             raise GitError(redact(f"reading the history of {start[:12]} failed: {exc}")) from None
 
     def _history_blocking(self, app_id: str, start: str, limit: int) -> AppHistory:
-        schema = load_schema()
+        schema = load_schema(versions=self._lmcache_versions)
 
         def load(sha: str) -> ConfigSet | None:
             config_set, _ = self._reader.load_config_set(sha, self._subdir, schema, self._limits)
@@ -84,7 +91,7 @@ class CommitViewer:
             raise
 
     def _snapshot_blocking(self, rev: str) -> Snapshot:
-        schema = load_schema()
+        schema = load_schema(versions=self._lmcache_versions)
         sha = self._mirror.resolve_rev(rev)
         info, config_set, issues = self._reader.load_commit(sha, self._subdir, schema, self._limits)
         if config_set is None:
@@ -93,5 +100,8 @@ class CommitViewer:
                 "it was never served"
             )
         return Snapshot(
-            commit=info, config_set=config_set, loaded_at=time.time(), schema_source=schema.source
+            commit=info,
+            config_set=config_set,
+            loaded_at=time.time(),
+            schema_source=schema.with_versions(config_set.lmcache_versions).source,
         )

@@ -25,12 +25,10 @@ import hmac
 import re
 import secrets
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..base.errors import Forbidden, SettingsError, Unauthorized
+from ..base.settings_file import read_yaml_file
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 REALM = 'Basic realm="lmcache-config-server", charset="UTF-8"'
@@ -78,12 +76,7 @@ def _fail(path: str, message: str) -> SettingsError:
 
 def load_auth_file(path: str) -> AuthConfig:
     """Parse and check the auth file; every problem is a startup error naming the entry."""
-    try:
-        document = yaml.safe_load(Path(path).read_text("utf-8"))
-    except OSError as exc:
-        raise _fail(path, f"cannot read it: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise _fail(path, f"not valid YAML: {exc}") from None
+    document = read_yaml_file(path, "auth file")
     if not isinstance(document, dict):
         raise _fail(path, "must be a mapping with 'clients' and/or 'admins'")
     unknown = set(document) - {"clients", "admins"}

@@ -17,8 +17,10 @@ from aiohttp import web
 
 from ..base.errors import AccessDenied, NotReady, UnknownApp
 from ..base.logs import Fields
+from ..config.hints import app_file
+from ..config.snapshot import Snapshot
 from ..ops.metrics import INVALID_APP, app_label
-from .keys import ACCESS_LOG_FIELDS, APP_LABEL, BODY_LIMITS, FLEET, SETTINGS, SNAPSHOTS
+from .keys import ACCESS_LOG_FIELDS, APP_LABEL, BODY_LIMITS, FLEET, METRICS, SETTINGS, SNAPSHOTS
 from .params import parse_app_id, read_body
 from .request_body import parse_body
 
@@ -34,6 +36,8 @@ async def handle_config(request: web.Request) -> web.Response:
         raise NotReady("no validated commit loaded yet; see /status")
     settings = request.app[SETTINGS]
     plan = snapshot.plan(app_id)
+    if app_id and not plan.known:
+        _unknown_app(request, snapshot, app_id, refused=settings.strict_apps)
     if settings.strict_apps and not plan.known:
         raise UnknownApp(
             f"no apps/{app_id}.yaml in commit {snapshot.commit.sha[:12]}"
@@ -69,16 +73,27 @@ async def handle_config(request: web.Request) -> web.Response:
             "env_used": ",".join(answer.env_names_used) or None,
         }
         request[ACCESS_LOG_FIELDS] = access
-    elif not answer.app_known and snapshot.first_sighting_of_unknown(app_id):
-        log.warning(
-            "unknown app %s at commit %s: serving the global layer",
-            app_id or "-",
-            snapshot.commit.sha[:12],
-        )
     return web.Response(
         body=answer.body,
         content_type="application/json",
         headers={"X-Config-Version": snapshot.commit.sha},
+    )
+
+
+def _unknown_app(request: web.Request, snapshot: Snapshot, app_id: str, *, refused: bool) -> None:
+    """Counted every time; a warning once per app and commit, whatever the access log says
+    (a misnamed app file would otherwise serve the global layer without a word)."""
+    request.app[METRICS].count_unknown_app(app_id)
+    if not snapshot.first_sighting_of_unknown(app_id):
+        return
+    near = snapshot.nearest_app(app_id)
+    log.warning(
+        "unknown app %s at commit %s: no apps/%s.yaml, %s%s",
+        app_id,
+        snapshot.commit.sha[:12],
+        app_id,
+        "refused (--strict-apps)" if refused else "serving the global layer only",
+        f"; did you mean {app_file(near)}?" if near else "",
     )
 
 

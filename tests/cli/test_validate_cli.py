@@ -59,7 +59,7 @@ BROKEN_REPORT = [
     "apps/c.yaml:2:1: error: YAML syntax error: while parsing a flow node expected the node "
     "content, but found '<stream end>'",
     "global.yaml:2:1: error: unknown section 'defualts'; did you mean 'defaults'? allowed: "
-    "include, defaults, overrides, rules, access",
+    "include, defaults, overrides, rules, access, lmcache_versions",
     "profiles/loop.yaml:1:11: error: include cycle: profiles/base.yaml -> profiles/loop.yaml -> "
     "profiles/base.yaml",
 ]

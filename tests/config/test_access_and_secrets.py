@@ -12,7 +12,7 @@ from server.config.loader import load_config_set
 from server.config.schema import load_schema
 from server.sync.state import SyncTrigger
 from tests.support.gitrepo import ConfigRepo
-from tests.support.servers import ServerFactory, values
+from tests.support.servers import ServerFactory, secret_scopes, values
 
 PASSWORD = "planted-cache-password-9d2c"
 API_TOKEN = "planted-api-token-71ab"
@@ -82,7 +82,11 @@ async def test_secrets_resolved_only_in_answers(
         }
     )
     assert PASSWORD not in (repo.path / "apps" / "a.yaml").read_text()
-    server = await start_server(repo.path, secrets_dir=str(secrets_dir))
+    server = await start_server(
+        repo.path,
+        secrets_dir=str(secrets_dir),
+        secret_scopes=secret_scopes(tmp_path, {"*": ["*"]}),
+    )
     status, answer = await server.config("a")
     assert status == 200
     assert values(answer)["remote_url"] == f"lm://cache:{PASSWORD}@cache.internal:65432"

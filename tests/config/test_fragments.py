@@ -15,7 +15,7 @@ from server.config.schema import load_schema
 from server.config.snapshot import CommitInfo, Snapshot
 from tests.support.clirun import call
 from tests.support.gitrepo import ConfigRepo
-from tests.support.servers import ServerFactory
+from tests.support.servers import ServerFactory, secret_scopes
 
 SCHEMA = load_schema()
 
@@ -222,7 +222,9 @@ async def test_secrets_and_access_in_fragments(
             """,
         }
     )
-    server = await start_server(repo.path)
+    server = await start_server(
+        repo.path, secret_scopes=secret_scopes(tmp_path, {"cache-password": ["a"]})
+    )
     body = {"env_variables": {"CLUSTER": "prod-eu"}}
     status, answer = await server.config("a", body)
     # The server resolves a secret used in a fragment, and applies a fragment's access.

@@ -61,6 +61,8 @@ def test_mirror_reader_selects_and_refuses_like_commit_source(tmp_path: Path, su
     fast = MirrorCommitSource(store, sha, subdir)
 
     assert fast.selected_paths() == reference.selected_paths()
+    assert fast.yaml_paths() == reference.yaml_paths()  # what the unread-file warnings see
+    assert "profiles/p.yaml" in fast.yaml_paths()
     probes = [
         *reference.selected_paths(),
         "profiles/p.yaml",
@@ -138,7 +140,8 @@ GENERATIONS: list[tuple[str, dict[str, str | None], bool]] = [
     ),
     ("broken global", {"global.yaml": "defaults: {chunk_sise: 1}\n"}, False),
     (
-        "fixed global, c removed",
+        # Workers asked for c (the answers compared below): its removal says it is meant.
+        "fixed global, c removed\n\nRemoves-Apps: c",
         {"global.yaml": "defaults: {chunk_size: 128}\n", "apps/c.yaml": None},
         True,
     ),

@@ -21,6 +21,7 @@ import pytest
 
 from tests.support.gitrepo import ConfigRepo
 from tests.support.procs import ServerProcess, status_of_each
+from tests.support.servers import secret_scopes
 from tests.support.waiting import wait_until
 
 CLIENTS = 4
@@ -134,7 +135,11 @@ def test_one_commit_has_one_content_in_every_process_across_a_secret_rotation(
     sha = repo.commit_files(
         {"apps/test-app.yaml": "overrides:\n  remote_url: lm://u:${secret:cache-password}@c:1\n"}
     )
-    server = start(repo, "--poll-interval", "3600", "--no-watch", "--secrets-dir", str(secrets))
+    scopes = secret_scopes(tmp_path, {"cache-password": ["test-app"]})
+    server = start(
+        repo, "--poll-interval", "3600", "--no-watch", "--secrets-dir", str(secrets),
+        "--secret-scopes", scopes,
+    )  # fmt: skip
     server.wait_ready()
     wait_until(
         lambda: {s["served"]["sha"] for s in status_of_each(server).values()} == {sha},

@@ -212,6 +212,12 @@ def test_metrics_and_fleet_cover_both_processes(
     assert {w["instance_id"] for w in fleet["apps"]["test-app"]["workers"]} == {
         f"w{index}" for index in range(requests)
     }
+    # The unknown-app counter (its label is the app id) sums over both processes too.
+    for _ in range(requests):
+        assert server.request("/config?appId=tset-app")[0] == 200
+    for _ in range(10):
+        text = server.request("/metrics")[2].decode()
+        assert f'lmcache_config_unknown_app_requests_total{{app="tset-app"}} {requests}.0' in text
 
 
 def test_a_dead_follower_is_restarted_and_a_dead_leader_stops_the_follower(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -44,6 +45,13 @@ overrides:
 def values(answer: dict[str, Any]) -> dict[str, Any]:
     """key -> value of a /config answer."""
     return {item["key"]: item["value"] for item in answer["configs"]}
+
+
+def secret_scopes(directory: Path, scopes: dict[str, list[str]]) -> str:
+    """A --secret-scopes file: secret name (or "*") to the app ids (globs) it may reach."""
+    path = directory / "secret-scopes.yaml"
+    path.write_text(json.dumps(scopes))  # JSON is YAML
+    return str(path)
 
 
 def make_settings(repo: str | Path, data_dir: Path, **overrides: Any) -> Settings:

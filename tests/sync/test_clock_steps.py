@@ -1,18 +1,18 @@
-"""Staleness under a stepped wall clock, in a real server process whose clock libfaketime moves.
+"""Staleness under a stepped wall clock, in a real server process whose wall clock is moved.
 
-libfaketime (Debian's ``libfaketime``, installed by ``make test``) is preloaded
-into the server and re-reads its offset from a file on every call, so the
-test steps the wall clock of a running process the way NTP or an operator
-would; the monotonic clock is left alone, as the kernel leaves it.
-(libfaketime 0.9.10 makes ``time.sleep`` fail with EINVAL, which a timed
-``subprocess`` wait uses: a sync of the preloaded server may then fail as
-"unexpected OSError". That is the preload's doing, and none of the checks
-below depends on a sync succeeding after the step.)
+``tests/support/wallstep.c``, compiled here with the system's C compiler
+(``make test`` installs one) and preloaded into the server, adds the seconds
+written in a file to every wall-clock read (re-read on each call), so the test
+steps the wall clock of a running process the way NTP or an operator would;
+the monotonic clock is left alone, as the kernel leaves it. (libfaketime was
+tried first: with its monotonic clock left unfaked, 0.9.10 makes every
+``time.sleep`` fail with EINVAL, and with it faked, a step moves both clocks.)
 """
 
 from __future__ import annotations
 
-import glob
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -20,40 +20,44 @@ import pytest
 
 from tests.support.gitdaemon import GitDaemon
 from tests.support.gitrepo import ConfigRepo
+from tests.support.paths import ROOT
 from tests.support.procs import ServerProcess
 
 HOUR = 3600
 
 
-def _libfaketime() -> str:
-    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
-    assert found, "libfaketime is missing: `make test` installs Debian's libfaketime"
-    return found[0]
+@pytest.fixture(scope="session")
+def wallstep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    assert compiler, "no C compiler: `make test` installs Debian's gcc"
+    library = tmp_path_factory.mktemp("wallstep") / "libwallstep.so"
+    source = ROOT / "tests" / "support" / "wallstep.c"
+    subprocess.run(
+        [compiler, "-shared", "-fPIC", "-O2", "-o", str(library), str(source), "-ldl"],
+        check=True,
+    )
+    return library
 
 
 class SteppedClock:
-    """The offset file of a preloaded libfaketime: writing it steps the process's wall clock."""
+    """The offset file of a preloaded wallstep: writing it steps the process's wall clock."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, library: Path) -> None:
         self.path = path
+        self.library = library
         self.step(0)
 
     def step(self, seconds: int) -> None:
-        self.path.write_text(f"{seconds:+d}\n")
+        self.path.write_text(f"{seconds}\n")
 
     @property
     def env(self) -> dict[str, str]:
-        return {
-            "LD_PRELOAD": _libfaketime(),
-            "FAKETIME_TIMESTAMP_FILE": str(self.path),
-            "FAKETIME_NO_CACHE": "1",  # read the file on every call, so a step lands at once
-            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-        }
+        return {"LD_PRELOAD": str(self.library), "WALLSTEP_FILE": str(self.path)}
 
 
 @pytest.fixture
-def clock(tmp_path: Path) -> SteppedClock:
-    return SteppedClock(tmp_path / "faketime-offset")
+def clock(tmp_path: Path, wallstep: Path) -> SteppedClock:
+    return SteppedClock(tmp_path / "wall-offset", wallstep)
 
 
 @pytest.fixture

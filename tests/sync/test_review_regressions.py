@@ -12,7 +12,7 @@ from server.config.schema import load_schema
 from server.git.mirror import GitMirror, MirrorReader
 from server.sync.state import SyncTrigger
 from tests.support.gitrepo import ConfigRepo
-from tests.support.servers import ServerFactory, values
+from tests.support.servers import ServerFactory, secret_scopes, values
 
 
 async def test_deeply_nested_yaml_is_rejected_and_syncing_goes_on(
@@ -41,7 +41,9 @@ async def test_unreadable_secret_is_a_rejection_not_a_crash(
     (secrets / "pw").write_text("good")
     repo = ConfigRepo(tmp_path / "repo")
     repo.commit_files({"apps/a.yaml": 'overrides:\n  remote_url: "lm://u:${secret:pw}@h:1"\n'})
-    server = await start_server(repo.path, secrets_dir=str(secrets))
+    server = await start_server(
+        repo.path, secrets_dir=str(secrets), secret_scopes=secret_scopes(tmp_path, {"pw": ["a"]})
+    )
     (secrets / "pw").write_bytes(b"\xc3rotated-binary")
     record = await server.syncer.refresh(SyncTrigger.MANUAL)
     assert record.result == "rejected"
@@ -62,7 +64,9 @@ async def test_commit_rejected_for_a_missing_secret_serves_once_it_exists(
     secrets.mkdir()
     repo = ConfigRepo(tmp_path / "repo")
     repo.commit_files({"apps/a.yaml": 'overrides:\n  remote_url: "${secret:pw}"\n'})
-    server = await start_server(repo.path, secrets_dir=str(secrets))
+    server = await start_server(
+        repo.path, secrets_dir=str(secrets), secret_scopes=secret_scopes(tmp_path, {"pw": ["a"]})
+    )
     assert server.served_sha is None
     (secrets / "pw").write_text("lm://cache:1")
     assert (await server.syncer.refresh(SyncTrigger.MANUAL)).result == "updated"

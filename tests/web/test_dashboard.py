@@ -15,7 +15,7 @@ from server.sync.state import SyncTrigger
 from server.web.auth import hash_token
 from tests.support.gitrepo import ConfigRepo
 from tests.support.paths import ROOT
-from tests.support.servers import RunningServer, ServerFactory
+from tests.support.servers import RunningServer, ServerFactory, secret_scopes
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -62,6 +62,11 @@ def secrets_dir(tmp_path: Path) -> str:
     return str(directory)
 
 
+def scopes_for(secrets_dir: str) -> str:
+    """Every app may have the example's secret."""
+    return secret_scopes(Path(secrets_dir).parent, {"cache-password": ["*"]})
+
+
 async def open_page(browser: Browser, server: RunningServer) -> tuple[str, Page]:
     """The server's base URL and a fresh browser tab."""
     return str(server.client.make_url("")), await browser.new_page()
@@ -88,7 +93,9 @@ async def test_overview_after_a_commit_and_a_rejected_commit(
     start_server: ServerFactory,
     secrets_dir: str,
 ) -> None:
-    server = await start_server(repo.path, secrets_dir=secrets_dir)
+    server = await start_server(
+        repo.path, secrets_dir=secrets_dir, secret_scopes=scopes_for(secrets_dir)
+    )
     base, page = await open_page(browser, server)
 
     await page.goto(f"{base}/dashboard")
@@ -122,7 +129,9 @@ async def test_apps_search_and_app_answer(
     start_server: ServerFactory,
     secrets_dir: str,
 ) -> None:
-    server = await start_server(repo.path, secrets_dir=secrets_dir)
+    server = await start_server(
+        repo.path, secrets_dir=secrets_dir, secret_scopes=scopes_for(secrets_dir)
+    )
     base, page = await open_page(browser, server)
 
     await page.goto(f"{base}/dashboard/apps")
@@ -158,7 +167,12 @@ async def test_dashboard_needs_an_admin_when_auth_is_on(
 ) -> None:
     auth = tmp_path / "auth.yaml"
     auth.write_text(f"admins:\n  - name: oncall\n    token_sha256: {hash_token('admin-secret')}\n")
-    server = await start_server(repo.path, auth_file=str(auth), secrets_dir=secrets_dir)
+    server = await start_server(
+        repo.path,
+        auth_file=str(auth),
+        secrets_dir=secrets_dir,
+        secret_scopes=scopes_for(secrets_dir),
+    )
     base = str(server.client.make_url(""))
 
     anonymous = await browser.new_page()
@@ -188,7 +202,9 @@ async def test_app_history_diff_and_links_to_a_past_commit(
         {"apps/test-app.yaml": APP.replace("chunk_size: 512", "chunk_size: 1024")}, "bigger chunks"
     )
     repo.commit_files({"apps/other-app.yaml": "defaults: {chunk_size: 32}\n"}, "other app only")
-    server = await start_server(repo.path, secrets_dir=secrets_dir)
+    server = await start_server(
+        repo.path, secrets_dir=secrets_dir, secret_scopes=scopes_for(secrets_dir)
+    )
     base, page = await open_page(browser, server)
 
     await page.goto(f"{base}/dashboard/apps/test-app")
@@ -214,7 +230,9 @@ async def test_app_history_diff_and_links_to_a_past_commit(
 async def test_app_history_says_when_its_walk_stopped_short(
     repo: ConfigRepo, start_server: ServerFactory, secrets_dir: str
 ) -> None:
-    server = await start_server(repo.path, secrets_dir=secrets_dir)
+    server = await start_server(
+        repo.path, secrets_dir=secrets_dir, secret_scopes=scopes_for(secrets_dir)
+    )
     page = await (await server.client.get("/dashboard/apps/test-app")).text()
     assert 'id="history-partial"' not in page  # the whole history is listed
     for size in range(21):  # more changes than the page lists (20)
@@ -235,7 +253,9 @@ async def test_fleet_page_highlights_workers_behind(
     start_server: ServerFactory,
     secrets_dir: str,
 ) -> None:
-    server = await start_server(repo.path, secrets_dir=secrets_dir)
+    server = await start_server(
+        repo.path, secrets_dir=secrets_dir, secret_scopes=scopes_for(secrets_dir)
+    )
     old = repo.head()
     for index in range(3):
         body = {
