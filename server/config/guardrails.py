@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import json
 from collections.abc import Iterable, Mapping
 
 from ..base.issues import ConfigIssue
@@ -65,10 +66,12 @@ class _Clash:
 
 
 class EngineMemo:
-    """Engine-check results per app, by the identity of the files they came from."""
+    """Engine-check results per app, by the identity of the files they came from; and
+    LMCache's verdicts by the values it read (many apps serve the same few)."""
 
     def __init__(self) -> None:
         self._results: dict[str | None, tuple[tuple[ConfigFile, ...], list[_Clash]]] = {}
+        self.verdicts: dict[str, str | None] = {}
 
     def get(self, app_id: str | None, files: tuple[ConfigFile, ...]) -> list[_Clash] | None:
         kept = self._results.get(app_id)
@@ -82,6 +85,8 @@ class EngineMemo:
         if len(self._results) >= _MEMO_APPS and app_id not in self._results:
             self._results.clear()  # a repository this big rebuilds its memo once
         self._results[app_id] = (files, clashes)
+        if len(self.verdicts) >= _MEMO_APPS:
+            self.verdicts.clear()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -142,11 +147,12 @@ def _engine_issues(
     config_set: ConfigSet, engine: EngineCheck, memo: EngineMemo | None
 ) -> list[ConfigIssue]:
     by_clash: dict[tuple[str, int, str, tuple[str, ...]], list[str | None]] = {}
+    verdicts = memo.verdicts if memo is not None else {}
     for app_id in (None, *sorted(config_set.apps)):
         files = config_set.layers(app_id)
         clashes = memo.get(app_id, files) if memo is not None else None
         if clashes is None:
-            clashes = _check_app(files, engine)
+            clashes = _check_app(files, engine, verdicts)
             if memo is not None:
                 memo.put(app_id, files, clashes)
         for clash in clashes:
@@ -196,7 +202,9 @@ def _matters(setting: Setting, relevant: frozenset[str]) -> bool:
     return isinstance(value, dict) and any("nixl" in key for key in value)
 
 
-def _check_app(files: tuple[ConfigFile, ...], engine: EngineCheck) -> list[_Clash]:
+def _check_app(
+    files: tuple[ConfigFile, ...], engine: EngineCheck, verdicts: dict[str, str | None]
+) -> list[_Clash]:
     relevant = engine.relevant_keys
     base = [config_file.settings for config_file in files]
     rules = [rule for config_file in files for rule in config_file.rules]
@@ -212,8 +220,17 @@ def _check_app(files: tuple[ConfigFile, ...], engine: EngineCheck) -> list[_Clas
     clashes: list[_Clash] = []
     seen: set[str] = set()
     for matched in outcomes:
-        effective = merge(_layers(files, matched))
-        message = engine.problem({key: item.value for key, item in effective.items()})
+        # Only what the validation reads: its verdict depends on nothing else.
+        layers = [
+            tuple(s for s in layer if _matters(s, relevant)) for layer in _layers(files, matched)
+        ]
+        effective = merge(layers)
+        values = {key: item.value for key, item in effective.items()}
+        seen_values = json.dumps(values, sort_keys=True, default=repr)
+        if seen_values in verdicts:
+            message = verdicts[seen_values]
+        else:
+            message = verdicts[seen_values] = engine.problem(values)
         if message is None or message in seen:
             continue
         seen.add(message)
