@@ -485,6 +485,8 @@ def run_diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 print("```", file=out)
         return EXIT_INVALID
     diffs = diff_config_sets(before, after, app_id)
+    removed = sorted(set(before.apps) - set(after.apps))
+    undeclared = [app for app in removed if not _declared(app, after_info)]
     if args.format == "json":
         report = {
             "from": before_info.sha,
@@ -492,11 +494,25 @@ def run_diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             "valid": True,
             "prefix": display_prefix(subdir),
             "apps": [diff.as_json() for diff in diffs],
+            "removed_apps": removed,
+            "removals_not_declared": undeclared,
         }
         print(json.dumps(report, indent=2), file=out)
     else:
         out.write(diff_markdown(diffs, title=f"LMCache config: effective changes {names}"))
+        if undeclared:
+            listed = ", ".join(undeclared)
+            print(
+                f"\n**Removes app(s) {listed}** without a `Removes-Apps: {listed}` trailer in "
+                f"the message of `{args.rev_b}`: the server refuses this commit if workers "
+                "asked for them within `--fleet-ttl`.",
+                file=out,
+            )
     return EXIT_OK
+
+
+def _declared(app: str, info: CommitInfo) -> bool:
+    return app in info.removes_apps or "*" in info.removes_apps
 
 
 COMMANDS: Mapping[str, Callable[[argparse.Namespace, TextIO, TextIO], int]] = MappingProxyType(

@@ -115,3 +115,22 @@ async def test_validate_and_the_server_reject_the_same_commit(
         e.split(": error: ")[0] for e in served
     ]
     assert cli_errors[0] == served[0]  # the key policy's line, word for word
+
+
+def test_diff_says_when_a_removal_is_not_declared(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = ConfigRepo(tmp_path / "repo")
+    repo.commit_files(
+        {"global.yaml": VERSIONS, "apps/a.yaml": "defaults: {}\n", "apps/b.yaml": "defaults: {}\n"}
+    )
+    repo.remove("apps/b.yaml")
+    repo.commit("drop b")
+    text = call(capsys, "diff", "HEAD~1", "HEAD", "--repo", str(repo.path))
+    assert text.code == 0, text
+    assert "**Removes app(s) b** without a `Removes-Apps: b` trailer" in text.out
+    repo.git("commit", "--quiet", "--amend", "-m", "drop b\n\nRemoves-Apps: b")
+    report = json.loads(
+        call(capsys, "diff", "HEAD~1", "HEAD", "--repo", str(repo.path), "--format", "json").out
+    )
+    assert (report["removed_apps"], report["removals_not_declared"]) == (["b"], [])
