@@ -17,10 +17,11 @@ PORT ?= 8088
 GIT_AS_MAKE := git -c user.name="lmcache-config-server example" -c user.email=example@localhost \
 	-c commit.gpgsign=false
 
-.PHONY: run test test-engine lint fmt docs bench test-tools example-repo clean help
+.PHONY: run run-replicas test test-engine lint fmt docs bench test-tools example-repo clean help
 
 help:
 	@echo "make run          start the server on the bundled example repo (port $(PORT))"
+	@echo "make run-replicas three replicas sharing a local redis-server (ports $(PORT)-$$(($(PORT)+2)))"
 	@echo "make test         run the test suite"
 	@echo "make test-engine  start the real LMCache 0.5.6 engine against the server (own venv, $(ENGINE_VENV))"
 	@echo "make lint         mypy --strict, ruff, and the layer contracts (.importlinter)"
@@ -50,14 +51,32 @@ run: $(STAMP) example-repo
 	$(BIN)/lmcache-config-server serve --repo $(EXAMPLE_GIT) --ref main \
 		--port $(PORT) --data-dir $(RUN_DIR)/data --poll-interval 5
 
+# Three replicas of the example repo and a throwaway redis-server (port REDIS_PORT, data in
+# $(RUN_DIR)): a webhook or refresh at one reaches all, /fleet and /status show all. Ctrl-C
+# stops everything.
+REDIS_PORT ?= 6390
+run-replicas: $(STAMP) example-repo test-tools
+	@mkdir -p $(RUN_DIR)/redis
+	@trap 'kill 0' INT TERM EXIT; \
+	redis-server --port $(REDIS_PORT) --bind 127.0.0.1 --save '' --appendonly no \
+		--dir $(RUN_DIR)/redis --logfile redis.log & \
+	for i in 0 1 2; do \
+		$(BIN)/lmcache-config-server serve --repo $(EXAMPLE_GIT) --ref main \
+			--port $$(($(PORT)+i)) --data-dir $(RUN_DIR)/data-$$i --poll-interval 30 \
+			--redis redis://127.0.0.1:$(REDIS_PORT)/0 --replica-name replica-$$i & \
+	done; \
+	wait
+
 # Tests use real programs from Debian: Chromium (driven by Playwright, no browser
 # download) for the dashboard, OpenSSH's server for git over ssh, and a C compiler for the
-# shim that steps a server's wall clock (tests/support/wallstep.c).
+# shim that steps a server's wall clock (tests/support/wallstep.c), and redis-server for
+# --redis (tests start their own on a free port; the system service is never used).
 test-tools:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
 	command -v cc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages for the tests:$$missing"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \

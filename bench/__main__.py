@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import os
 
-from bench import burst, consistency, history, push_to_serve, scale, throughput, workers
+from bench import (
+    burst,
+    consistency,
+    history,
+    push_to_serve,
+    replicas,
+    scale,
+    throughput,
+    workers,
+)
 from bench.common import RESULTS, machine
 from bench.loadgen import generator_name
 
@@ -35,6 +44,8 @@ def main() -> None:
     print(f"  {'path':8s} {'median':>8s} {'p90':>8s} {'max':>8s}")
     for path, stats in figures.items():
         print(f"  {path:8s} {stats['median']:8.3f} {stats['p90']:8.3f} {stats['max']:8.3f}")
+    print()
+    replicas.print_table(replicas.run())
     print(f"\nJSON results in {RESULTS}/")
 
 

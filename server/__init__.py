@@ -1,7 +1,7 @@
 """GitOps config server for LMCache fleets.
 
 The module map. Each subpackage is a layer; imports point down only
-(``cli > run > web > processes > ops > sync > settings > git > config > base``),
+(``cli > run > web > processes > shared > ops > sync > settings > git > config > base``),
 which ``make lint`` checks (``.importlinter``). Each layer's ``__init__``
 states its rule: what it may import, which thread it runs on, what it never
 does. Where to look:
@@ -24,6 +24,7 @@ does. Where to look:
       logs.py, redact.py   log lines (text or JSON) and credential redaction
       tasks.py             guarded never-ending tasks; OneThread (the sync and view threads)
       secret_file.py       reading a file that holds one secret
+      reloading.py         Current[T] cells; files reloaded on change (stamps, old kept if bad)
       assignments.py       NAME=VALUE lines (render --env, the dashboard's form)
 
     config/              the config-repository language and its answers: pure values
@@ -51,6 +52,7 @@ does. Where to look:
       commits.py           commit metadata; a commit as a source (authoring commands)
       history.py           per-app history walks
       data_dir.py          the data dir's layout, its lock, the last-good record
+      pin_store.py         the emergency pin (Pin), the PinStore protocol, its data-dir file
       credentials.py, signatures.py
 
     sync/                what is served: its git work runs on the sync thread, views on
@@ -62,6 +64,7 @@ does. Where to look:
       viewer.py            history and past commits, on the view thread
       control.py           what the web layer may ask of syncing (SyncControl)
       secrets.py, freshness.py, upstream_watch.py
+      file_watch.py        polls the credential files each second; applies on the loop
 
     ops/                 what operators read; never changes what is served; no aiohttp
       fleet.py             which worker holds which commit
@@ -74,13 +77,19 @@ does. Where to look:
       pool.py              the leader's followers (entry point handed in from run/)
       follower.py          a follower serving the leader's commits
 
+    shared/              --redis: what several replicas share; never on the answer path
+      target.py, health.py where Redis is, key names; whether it answers (redacted errors)
+      rows.py, peers.py    fleet rows and the sightings buffer; replicas' heartbeats
+      replicas.py          heartbeat, fan-out (pub/sub) and fleet exchange tasks
+      collector.py         the shared-state metrics
+
     web/                 aiohttp lives here only
       keys.py              every typed AppKey and RequestKey
       middleware.py        request id, authorization, JSON errors, log line, metrics
       authorize.py         which endpoint needs which credential (and the loopback rule)
       auth.py, params.py, request_body.py, webhooks.py, in_flight.py
       config_api.py        /config, the worker-facing endpoint
-      operator_api.py      /status, /history, /fleet, /metrics, probes, /admin/refresh
+      operator_api.py      /status, /history, /fleet, /metrics, probes, /admin/refresh, pin
       webhook_api.py       /webhook/*
       dashboard.py, templates/
 
@@ -88,6 +97,7 @@ does. Where to look:
       compose.py           the composition root: every shared collaborator, built once
       app.py               create_app: keys, routes and one cleanup_ctx per resource
       serve.py             the process lifecycle and the followers' entry point
+      credentials.py       the reloaded credential files of one process (auth, webhook, secrets)
       tls.py
 
     cli/                 the command line

@@ -19,6 +19,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .base.errors import SettingsError
 from .base.yaml_source import YamlFile
@@ -112,14 +113,16 @@ class Settings:
     )
     webhook_secret_file: str = _setting(
         "",
-        "File holding the webhook secret (e.g. a mounted Kubernetes Secret); read at startup.",
+        "File holding the webhook secret (e.g. a mounted Kubernetes Secret); read again "
+        "within a second of a change (a bad new file keeps the old secret, see /status).",
         metavar="FILE",
     )
     auth_file: str = _setting(
         "",
         "YAML file of client and admin credentials (SHA-256 token hashes, app globs). When "
         "set, /config needs a client token and operator endpoints an admin token. Keep it "
-        "outside the config repository.",
+        "outside the config repository. Read again within a second of a change, in every "
+        "process; a bad new file keeps the old tokens in force (logged, and in /status).",
         metavar="FILE",
     )
     protect_metrics: bool = _setting(
@@ -171,14 +174,16 @@ class Settings:
     secrets_dir: str = _setting(
         "",
         "Directory of secrets for ${secret:NAME} references, one file per secret (as a "
-        "mounted Kubernetes Secret); LMCACHE_CONFIG_SERVER_SECRET_<NAME> variables also work.",
+        "mounted Kubernetes Secret); LMCACHE_CONFIG_SERVER_SECRET_<NAME> variables also work. "
+        "A changed file is served within seconds (it triggers a sync).",
         metavar="DIR",
     )
     secret_scopes: str = _setting(
         "",
         "YAML file mapping each secret name to the app ids (globs) it may be served to; a "
         "${secret:NAME} used by any other app rejects the commit. Without it no app gets a "
-        'secret; \'"*": ["*"]\' allows every secret everywhere.',
+        'secret; \'"*": ["*"]\' allows every secret everywhere. Read again when it changes '
+        "(a bad new file keeps the old scopes).",
         metavar="FILE",
     )
     key_policy: str = _setting(
@@ -292,6 +297,32 @@ class Settings:
     shutdown_timeout: float = _setting(
         20.0,
         "Seconds to wait for answers in flight after SIGTERM before closing their connections.",
+        metavar="SECONDS",
+    )
+    redis: str = _setting(
+        "",
+        "Redis (or Valkey) shared by several replicas of one fleet: redis://[:PASSWORD@]HOST"
+        "[:PORT][/DB], or rediss:// for TLS. Webhooks and refreshes fan out to every replica, "
+        "webhook replays are refused fleet-wide, /status lists the replicas and /fleet shows "
+        "the whole fleet. Off by default; /config never waits on it.",
+        metavar="URL",
+        secret=True,
+    )
+    redis_password_file: str = _setting(
+        "",
+        "File holding the Redis password (instead of one in --redis); read at startup.",
+        metavar="FILE",
+    )
+    replica_name: str = _setting(
+        "",
+        "This replica's name in Redis, /status and /fleet (default: $POD_NAME or the host "
+        "name, then :PORT).",
+        metavar="NAME",
+    )
+    redis_interval: float = _setting(
+        2.0,
+        "Seconds between a replica's heartbeats and fleet exchanges in Redis; a replica whose "
+        "heartbeat is 3 intervals old is shown stale.",
         metavar="SECONDS",
     )
 
@@ -505,9 +536,27 @@ def check_settings(settings: Settings) -> None:
     for version in settings.lmcache_versions:
         if (problem := version_problem(version)) is not None:
             raise SettingsError(f"--lmcache-versions: {problem}")
+    _check_redis(settings)
     bad_names = [name for name in settings.fleet_env if not _ENV_NAME_RE.match(name)]
     if bad_names:
         raise SettingsError(f"--fleet-env: not environment variable names: {bad_names}")
+
+
+def _check_redis(settings: Settings) -> None:
+    if settings.redis_interval <= 0:
+        raise SettingsError("--redis-interval must be a positive number of seconds")
+    if not settings.redis:
+        if settings.redis_password_file:
+            raise SettingsError("--redis-password-file needs --redis")
+        return
+    url = urlsplit(settings.redis)
+    if url.scheme not in {"redis", "rediss", "unix"}:
+        # The scheme only: the URL may hold a password.
+        raise SettingsError(
+            f"--redis must be a redis://, rediss:// or unix:// URL, not {url.scheme or 'none'}:"
+        )
+    if settings.redis_password_file and url.password:
+        raise SettingsError("give the Redis password in --redis or --redis-password-file, not both")
 
 
 def _default_text(field: dataclasses.Field[Any]) -> str:

@@ -16,13 +16,16 @@ what becomes of it::
     │   ├── Forbidden (403, forbidden)
     │   │   ├── AccessDenied (403, access_denied)
     │   │   └── WebhookDisabled (403, webhook_disabled)
-    │   └── UnknownApp (404, unknown_app)
+    │   ├── UnknownApp (404, unknown_app)
+    │   ├── UnknownCommit (404, unknown_commit)
+    │   └── CommitRejected (409, commit_rejected)  with the commit's path:line errors
     ├── NotReady (503, not_ready)            nothing to answer from yet, or sync is down
     ├── Busy (503, busy)                     a bounded resource is full now: retry later
     ├── GitError (500, git_error)            clone/fetch/read failed; URLs redacted
     │   └── MirrorDamaged                    the mirror lacks objects: clone again
     │       └── TreeUnreadable               git could not list a tree or hand over a blob
     ├── SettingsError (startup: exit 2)      bad flags, environment or files
+    ├── PinUnreadable                        a pin record that cannot be read: reported, ignored
     └── ContentProblem                       what a person wrote that cannot be taken;
         │                                    the caller reports it in its own terms:
         ├── SourceProblem                    a file a source cannot hand over     (an issue)
@@ -45,6 +48,10 @@ class ConfigServerError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def details(self) -> dict[str, object]:
+        """What the JSON error carries beyond status, code and message."""
+        return {}
 
 
 # -- request errors: answered to the client, 4xx --
@@ -104,6 +111,31 @@ class UnknownApp(RequestError):
     code = "unknown_app"
 
 
+class UnknownCommit(RequestError):
+    """A commit id that the server's mirror does not hold (or that is ambiguous)."""
+
+    status = 404
+    code = "unknown_commit"
+
+
+class CommitRejected(RequestError):
+    """A commit asked for by name (``/admin/pin``) that does not validate now (409)."""
+
+    status = 409
+    code = "commit_rejected"
+
+    def __init__(self, message: str, errors: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+    def details(self) -> dict[str, object]:
+        return {"errors": list(self.errors)}
+
+    def __reduce__(self) -> tuple[type[CommitRejected], tuple[str, tuple[str, ...]]]:
+        # Relayed from the leader to a follower (pickled): keep the errors.
+        return (type(self), (self.message, self.errors))
+
+
 # -- the server's own state --
 
 
@@ -140,6 +172,12 @@ class SettingsError(ConfigServerError):
     """Bad flags, environment or files at startup: the command exits with status 2."""
 
     code = "bad_settings"
+
+
+class PinUnreadable(ConfigServerError):
+    """A stored emergency pin that cannot be read: logged and shown, then ignored."""
+
+    code = "pin_unreadable"
 
 
 # -- problems of a commit's content: reported, never raised to a caller --

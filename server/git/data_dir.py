@@ -5,6 +5,7 @@ Layout::
     <data-dir>/lock          held by the running server (one server per directory)
     <data-dir>/mirror.git    bare mirror (``mirror``)
     <data-dir>/state.json    the last good commit, written atomically
+    <data-dir>/pin.json      the emergency pin of POST /admin/pin, if any (``pin_store``)
     <data-dir>/gnupg/        the private keyring of --require-signed-commits
     <data-dir>/metrics/      request metrics of --workers N, one directory per run
 
@@ -27,6 +28,17 @@ from ..base.errors import SettingsError
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
+def write_json_atomically(path: Path, record: object) -> None:
+    """``record`` as ``path``'s JSON; a crash mid-write leaves the old file (or none),
+    never half of one."""
+    scratch = path.with_suffix(".tmp")
+    with scratch.open("w", encoding="utf-8") as handle:
+        json.dump(record, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(scratch, path)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DataDir:
     """Where each part of the server's state lives inside ``--data-dir``."""
@@ -44,6 +56,10 @@ class DataDir:
     @property
     def state(self) -> Path:
         return self.root / "state.json"
+
+    @property
+    def pin(self) -> Path:
+        return self.root / "pin.json"
 
     @property
     def gnupg(self) -> Path:
@@ -121,9 +137,4 @@ class LastGoodRecord:
             "ref": self._ref,
             "last_good": sha,
         }
-        scratch = self._path.with_suffix(".tmp")
-        with scratch.open("w", encoding="utf-8") as handle:
-            json.dump(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(scratch, self._path)
+        write_json_atomically(self._path, state)

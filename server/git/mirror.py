@@ -395,6 +395,17 @@ class GitMirror:
             raise InvalidParameter(f"commit {rev} is not in the server's mirror")
         return str(sha)
 
+    def find_commit(self, rev: str) -> str | None:
+        """The full sha of a commit id (or unambiguous prefix) the mirror holds; None when it
+        holds none (or the prefix is ambiguous). No fetch: the remote may be down."""
+        if not re.fullmatch(r"[0-9a-f]{7,40}", rev):
+            raise InvalidParameter(f"not a commit id: {rev[:64]!r}")
+        with self.open() as repo:
+            sha = repo.git.rev_parse(
+                "--verify", "--quiet", f"{rev}^{{commit}}", with_exceptions=False
+            )
+        return str(sha) if sha and SHA_RE.match(str(sha)) else None
+
     def has_commit(self, sha: str) -> bool:
         with self.open() as repo:
             return self._has(repo, sha)

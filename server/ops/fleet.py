@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 # Identity values come from the request; cap their size so that a worker cannot
@@ -53,9 +53,10 @@ class Sighting(NamedTuple):
     peer: str | None
     commit: str
     seen_at: float
+    replica: str | None = None  # which replica answered (with --redis only)
 
     def as_json(self, served: str | None) -> dict[str, Any]:
-        return {
+        answer = {
             "instance_id": self.instance_id,
             "env": dict(self.env),
             "peer": self.peer,
@@ -63,11 +64,21 @@ class Sighting(NamedTuple):
             "seen_at": self.seen_at,
             "behind": served is not None and self.commit != served,
         }
+        if self.replica is not None:
+            answer["replica"] = self.replica
+        return answer
 
 
 # (app id, instance id) for workers that send lmcache_instance_id; else
 # (app id, None, peer, allow-listed env): whatever tells workers apart.
 FleetKey = tuple[object, ...]
+
+
+def sighting_key(sighting: Sighting) -> FleetKey:
+    """The key :meth:`FleetTable.record` files a sighting under (record inlines it)."""
+    if sighting.instance_id:
+        return (sighting.app_id, sighting.instance_id)
+    return (sighting.app_id, None, sighting.peer, sighting.env)
 
 
 class FleetTable:
@@ -82,6 +93,10 @@ class FleetTable:
         self._rows: collections.OrderedDict[FleetKey, Sighting] = collections.OrderedDict()
         # Sightings recorded here since the last take_fresh(), for the other processes.
         self._fresh: dict[FleetKey, Sighting] | None = None
+        # With --redis: this replica's name on its sightings, and who is told of each one
+        # this replica made (a bounded buffer that a background task sends to Redis).
+        self.replica: str | None = None
+        self.on_sighting: Callable[[Sighting], None] | None = None
 
     def __len__(self) -> int:
         self.expire()
@@ -127,8 +142,10 @@ class FleetTable:
         env_kept = tuple(kept)
         # Without an instance id, the allow-listed variables and the peer tell workers apart.
         key: FleetKey = (app_id, instance) if instance else (app_id, None, peer, env_kept)
-        sighting = Sighting(app_id, instance, env_kept, peer, commit, now)
+        sighting = Sighting(app_id, instance, env_kept, peer, commit, now, self.replica)
         self._put(key, sighting)
+        if self.on_sighting is not None:
+            self.on_sighting(sighting)
         fresh = self._fresh
         if fresh is not None:
             fresh[key] = sighting
@@ -159,12 +176,21 @@ class FleetTable:
         """The whole table, oldest first, for a process that joins late."""
         return list(self._rows.items())
 
-    def merge(self, rows: list[tuple[FleetKey, Sighting]]) -> None:
-        """Sightings another process of this replica recorded; not passed on again."""
+    def merge(self, rows: list[tuple[FleetKey, Sighting]], *, pass_on: bool = False) -> None:
+        """Sightings another process of this replica recorded; not passed on again.
+
+        ``pass_on``: other replicas' sightings (from Redis), which the leader passes on to
+        its followers like its own, but never back to Redis.
+        """
+        hook, fresh = self.on_sighting, self._fresh
         for key, sighting in rows:
             current = self._rows.get(key)
             if current is None or current.seen_at <= sighting.seen_at:
                 self._put(key, sighting)
+                if pass_on and fresh is not None:
+                    fresh[key] = sighting
+                elif hook is not None and sighting.replica == self.replica:
+                    hook(sighting)  # a follower's sighting: this replica's, for Redis too
 
     def sightings(self, app_id: str | None = None) -> list[Sighting]:
         """Newest first; all apps, or one."""

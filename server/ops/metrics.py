@@ -189,6 +189,17 @@ class StateCollector:
             value=int(snapshot is not None and state.tip in {None, snapshot.commit.sha}),
         )
 
+        pin = state.pin
+        yield GaugeMetricFamily(
+            f"{PREFIX}_pinned",
+            "1 while an emergency pin (POST /admin/pin) holds what is served; 0 otherwise.",
+            value=int(pin is not None),
+        )
+        pinned = InfoMetricFamily(f"{PREFIX}_pinned_commit", "The commit pinned, while pinned.")
+        if pin is not None:
+            pinned.add_metric([], {"commit": pin.commit})
+        yield pinned
+
         fresh = freshness(
             state, started=self._started, stale_after=self._stale_after, now=Moment.now()
         )

@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any
 
 from ..base.clock import Moment
+from ..base.reloading import ReloadStatus
 from ..config.hints import app_file
 from ..config.snapshot import Snapshot
 from ..sync.freshness import Freshness, freshness
@@ -57,6 +58,7 @@ class StatusView:
     started: Moment
     stale_after: float
     fleet: FleetTable
+    credentials: tuple[ReloadStatus, ...] = ()  # the files this process reloads
 
     @property
     def instances(self) -> int:
@@ -128,6 +130,9 @@ class StatusView:
             "path": self.repo.path,
             "served": served,
             "tip": state.tip,
+            # The emergency pin (POST /admin/pin): served whatever the tip, until unpinned.
+            "pinned": {**state.pin.as_json(), "scope": state.pin_scope} if state.pin else None,
+            "pin_problem": state.pin_problem,
             "last_sync": state.last_sync.as_json() if state.last_sync else None,
             "last_successful_fetch_at": state.last_success_at,
             "consecutive_failures": state.consecutive_failures,
@@ -140,6 +145,7 @@ class StatusView:
             "sync_task_error": state.task_error,
             "started_at": self.started.wall,
             "fleet_instances_tracked": self.instances,
+            "credentials": {status.setting: status.as_json() for status in self.credentials},
         }
 
 
@@ -152,6 +158,7 @@ def status_view(
     started: Moment,
     stale_after: float,
     now: Moment,
+    credentials: tuple[ReloadStatus, ...] = (),
 ) -> StatusView:
     return StatusView(
         snapshot=holder.current,
@@ -161,4 +168,5 @@ def status_view(
         started=started,
         stale_after=stale_after,
         fleet=fleet,
+        credentials=credentials,
     )

@@ -7,10 +7,11 @@ Length-prefixed pickles over a socket pair, one message at a time:
   built with these secrets, ready), ``Served`` after every sync (the publish
   generation, the commit, its secrets, and the sync state that /status,
   /metrics and the dashboard show), ``Refreshed`` (the answer to a relayed
-  refresh) and ``Sightings``;
+  refresh), ``PinAnswered`` (to a relayed pin or unpin) and ``Sightings``;
 - follower to leader: ``Staged`` (the staged commit is ready, or why not),
   ``SyncWanted`` (a webhook reached the follower), ``RefreshWanted``
-  (``/admin/refresh`` did), ``Following`` (the commit it serves after each
+  (``/admin/refresh`` did), ``PinWanted`` (``/admin/pin`` or ``/admin/unpin``
+  did: the leader's sync loop decides), ``Following`` (the commit it serves after each
   attempt) and ``Sightings`` (the workers it answered, so that every process
   shows the whole fleet table).
 
@@ -30,8 +31,9 @@ import pickle
 import socket
 import struct
 
+from ..base.errors import ConfigServerError
 from ..ops.fleet import FleetKey, Sighting
-from ..sync.state import SyncRecord, SyncState, SyncTrigger
+from ..sync.state import PinChange, SyncRecord, SyncState, SyncTrigger
 
 _HEADER = struct.Struct("!I")
 # How often the processes exchange the fleet sightings they recorded.
@@ -83,6 +85,25 @@ class Refreshed:
 
 
 @dataclasses.dataclass(frozen=True)
+class PinWanted:
+    """A pin (``rev`` set) or an unpin (``rev`` None) that reached a follower."""
+
+    token: int
+    rev: str | None
+    by: str
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class PinAnswered:
+    """The leader's answer: what changed, or the error to answer with (a 404, a 409...)."""
+
+    token: int
+    change: PinChange | None
+    error: ConfigServerError | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Sightings:
     rows: list[tuple[FleetKey, Sighting]]
 
@@ -104,6 +125,8 @@ Message = (
     | SyncWanted
     | RefreshWanted
     | Refreshed
+    | PinWanted
+    | PinAnswered
     | Sightings
     | Following
 )

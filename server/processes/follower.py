@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import socket
@@ -27,11 +28,20 @@ from ..config.snapshot import Snapshot
 from ..ops.fleet import FleetTable
 from ..sync.builder import SnapshotBuilder
 from ..sync.secrets import SentSecrets
-from ..sync.state import Rejection, SnapshotHolder, SyncRecord, SyncState, SyncTrigger
+from ..sync.state import (
+    PinChange,
+    Rejection,
+    SnapshotHolder,
+    SyncRecord,
+    SyncState,
+    SyncTrigger,
+)
 from .channel import (
     SIGHTINGS_INTERVAL,
     Channel,
     Following,
+    PinAnswered,
+    PinWanted,
     Prepare,
     Refreshed,
     RefreshWanted,
@@ -73,6 +83,7 @@ class LeaderFollower:
         self._task: asyncio.Task[None] | None = None
         self._channel: Channel | None = None
         self._refreshes: dict[int, asyncio.Future[Refreshed]] = {}
+        self._pin_answers: dict[int, asyncio.Future[PinAnswered]] = {}
         self._tokens = itertools.count(1)
         self._latest: Served | None = None  # the leader's latest word
         self._following = asyncio.Lock()
@@ -126,6 +137,10 @@ class LeaderFollower:
                     waiter = self._refreshes.pop(message.token, None)
                     if waiter is not None and not waiter.done():
                         waiter.set_result(message)
+                elif isinstance(message, PinAnswered):
+                    answer = self._pin_answers.pop(message.token, None)
+                    if answer is not None and not answer.done():
+                        answer.set_result(message)
                 elif isinstance(message, Sightings):
                     self._fleet.merge(message.rows)
         finally:
@@ -253,11 +268,38 @@ class LeaderFollower:
         # The leader sent its Served before this reply, and it was followed on receipt.
         return reply.record
 
+    async def pin(self, rev: str, *, by: str, reason: str) -> PinChange:
+        return await self._relay_pin(PinWanted(token=0, rev=rev, by=by, reason=reason))
+
+    async def unpin(self, *, by: str, reason: str = "") -> PinChange:
+        return await self._relay_pin(PinWanted(token=0, rev=None, by=by, reason=reason))
+
+    async def _relay_pin(self, wanted: PinWanted) -> PinChange:
+        """The leader pins (its sync loop decides what is served); its answer, or its error."""
+        channel = self._channel
+        if channel is None:
+            raise NotReady("this worker is not connected to the leader process yet")
+        token = next(self._tokens)
+        waiter: asyncio.Future[PinAnswered] = asyncio.get_running_loop().create_future()
+        self._pin_answers[token] = waiter
+        channel.send(dataclasses.replace(wanted, token=token))
+        reply = await waiter
+        if reply.error is not None:
+            raise reply.error
+        if reply.change is None:
+            raise NotReady("the leader did not answer the pin")
+        # The leader's Served (with the pin) came before this reply, and was followed.
+        return reply.change
+
     def _fail_refreshes(self, reason: str) -> None:
         for waiter in self._refreshes.values():
             if not waiter.done():
                 waiter.set_exception(NotReady(reason))
         self._refreshes.clear()
+        for answer in self._pin_answers.values():
+            if not answer.done():
+                answer.set_exception(NotReady(reason))
+        self._pin_answers.clear()
 
 
 def _error(outcome: Snapshot | str | None) -> str | None:

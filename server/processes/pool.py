@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 
-from ..base.errors import NotReady
+from ..base.errors import ConfigServerError, NotReady
 from ..base.tasks import cancel_and_wait, guarded_task
 from ..config.snapshot import Snapshot
 from ..ops.fleet import FleetTable
@@ -42,6 +42,8 @@ from .channel import (
     Channel,
     Following,
     Message,
+    PinAnswered,
+    PinWanted,
     Prepare,
     Refreshed,
     RefreshWanted,
@@ -301,6 +303,8 @@ class FollowerPool:
             self._syncer.request_sync(message.trigger)
         elif isinstance(message, RefreshWanted):
             self._spawn_task(self._relay_refresh(channel, message), "relayed refresh")
+        elif isinstance(message, PinWanted):
+            self._spawn_task(self._relay_pin(channel, message), "relayed pin")
         elif isinstance(message, Sightings):
             self._fleet.merge(message.rows)
             self._send_to_followers(message, skip=follower.index)
@@ -324,6 +328,23 @@ class FollowerPool:
             channel.send(Refreshed(token=wanted.token, record=None, error=exc.message))
             return
         channel.send(Refreshed(token=wanted.token, record=record))
+
+    async def _relay_pin(self, channel: Channel, wanted: PinWanted) -> None:
+        """A pin or unpin that reached a follower: the sync loop decides; errors go back."""
+        try:
+            if wanted.rev is None:
+                change = await self._syncer.unpin(by=wanted.by, reason=wanted.reason)
+            else:
+                change = await self._syncer.pin(wanted.rev, by=wanted.by, reason=wanted.reason)
+        except ConfigServerError as exc:  # a 404, a 409...: the follower answers with it
+            channel.send(PinAnswered(token=wanted.token, change=None, error=exc))
+            return
+        except Exception:  # the follower must get an answer whatever happened
+            log.exception("a pin relayed by a worker failed")
+            failed = ConfigServerError("the leader could not pin; see the server log")
+            channel.send(PinAnswered(token=wanted.token, change=None, error=failed))
+            return
+        channel.send(PinAnswered(token=wanted.token, change=change))
 
     async def _follower_gone(self, follower: _Follower) -> None:
         loop = asyncio.get_running_loop()

@@ -3,9 +3,9 @@
 :func:`create_app` composes one process's parts (``compose``), stores what
 handlers read under typed keys (``web.keys``), and gives each long-lived
 resource one ``cleanup_ctx``: the data dir lock, the git threads, the sync
-loop (or, in a follower, the link to the leader), the upstream watcher and
-the followers of ``--workers N``. Startup runs them in that order; shutdown
-undoes them in reverse.
+loop (or, in a follower, the link to the leader), the upstream watcher, the
+credential files' watch and the followers of ``--workers N``. Startup runs
+them in that order; shutdown undoes them in reverse.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ..git.remote import local_git_dir
 from ..processes.pool import FollowerPool
 from ..processes.role import LEADER, ProcessRole
 from ..settings import Settings
+from ..shared.replicas import SharedState
 from ..sync.state import SyncTrigger
 from ..sync.upstream_watch import RefWatcher
 from ..web import config_api, operator_api, webhook_api
@@ -28,6 +29,7 @@ from ..web.keys import (
     AUTH,
     BODY_LIMITS,
     CONNECTIONS,
+    CREDENTIAL_FILES,
     FLEET,
     FOLLOWERS,
     IN_FLIGHT,
@@ -35,6 +37,7 @@ from ..web.keys import (
     REPO,
     ROLE,
     SETTINGS,
+    SHARED,
     SNAPSHOTS,
     STARTED,
     SYNC,
@@ -109,6 +112,26 @@ def _watch_ctx(parts: Parts) -> CleanupContext:
     return watch_upstream
 
 
+def _credential_files_ctx(parts: Parts) -> CleanupContext:
+    async def credential_files(app: web.Application) -> AsyncIterator[None]:
+        """Every process reloads its credential files when they change (run.credentials)."""
+        parts.credential_files.start()
+        yield
+        await parts.credential_files.stop()
+
+    return credential_files
+
+
+def _shared_ctx(shared: SharedState) -> CleanupContext:
+    async def shared_state(app: web.Application) -> AsyncIterator[None]:
+        """--redis: heartbeat, fan-out and the fleet exchange, all in background tasks."""
+        shared.start()
+        yield
+        await shared.stop()
+
+    return shared_state
+
+
 def _followers_ctx(pool: FollowerPool) -> CleanupContext:
     async def followers(app: web.Application) -> AsyncIterator[None]:
         """The leader of --workers N starts its followers once it holds the data dir."""
@@ -142,6 +165,7 @@ def create_app(
     app[SETTINGS] = settings
     app[AUTH] = parts.auth
     app[WEBHOOKS] = parts.webhooks
+    app[CREDENTIAL_FILES] = parts.credential_files
     app[SNAPSHOTS] = parts.holder
     app[SYNC] = parts.sync
     app[VIEWER] = parts.viewer
@@ -158,6 +182,10 @@ def create_app(
     app.cleanup_ctx.append(_threads_ctx(parts))
     app.cleanup_ctx.append(_sync_ctx(parts))
     app.cleanup_ctx.append(_watch_ctx(parts))
+    if parts.shared is not None:
+        app[SHARED] = parts.shared
+        app.cleanup_ctx.append(_shared_ctx(parts.shared))
+    app.cleanup_ctx.append(_credential_files_ctx(parts))
     if parts.leader is not None and settings.workers > 1:
         if follower_entry is None or parts.metrics_dir is None or role.live is None:
             raise RuntimeError("--workers above 1 is started by run.serve.serve")

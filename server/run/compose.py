@@ -13,11 +13,15 @@ processes have a view thread for history and past commits.
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
 from ..base.clock import Moment
 from ..base.errors import SettingsError
+from ..base.redact import redact_url, remember_url
+from ..base.reloading import Current
 from ..base.secret_file import read_secret_file
 from ..base.tasks import OneThread
 from ..config.loader import RepoLimits
@@ -27,6 +31,7 @@ from ..config.schema import bundled_schema
 from ..git.credentials import GitCredentials, existing_file
 from ..git.data_dir import DataDir, DataDirLock, LastGoodRecord
 from ..git.mirror import GitMirror, MirrorReader
+from ..git.pin_store import PinFile
 from ..git.signatures import SignaturePolicy
 from ..ops.fleet import FleetTable
 from ..ops.metrics import ConnectionCounts, Metrics, StateCollector
@@ -35,15 +40,20 @@ from ..ops.status import RepoDescription
 from ..processes.follower import LeaderFollower
 from ..processes.role import ProcessRole
 from ..settings import Settings
+from ..shared.collector import SharedCollector
+from ..shared.replicas import SharedState
+from ..shared.target import RedisTarget, fleet_namespace, replica_name
 from ..sync.builder import SnapshotBuilder
 from ..sync.control import SyncControl
-from ..sync.secrets import SecretSource, load_secret_scopes
-from ..sync.state import SnapshotHolder
+from ..sync.file_watch import FileWatch
+from ..sync.secrets import SecretSource
+from ..sync.state import SnapshotHolder, SyncTrigger
 from ..sync.syncer import PollSchedule, Syncer
 from ..sync.viewer import CommitViewer
-from ..web.auth import AuthPolicy, load_auth_file
+from ..web.auth import AuthPolicy
 from ..web.request_body import BodyLimits
 from ..web.webhooks import WebhookReceiver
+from .credentials import credential_files
 
 
 def repo_limits(settings: Settings) -> RepoLimits:
@@ -75,17 +85,24 @@ def git_credentials(settings: Settings) -> GitCredentials:
     )
 
 
-def webhook_secret(settings: Settings) -> bytes | None:
-    """The configured secret, from the setting or its file; None when webhooks are off."""
-    if settings.webhook_secret_file:
-        return read_secret_file(settings.webhook_secret_file, "--webhook-secret-file").encode()
-    return settings.webhook_secret.encode() if settings.webhook_secret else None
-
-
-def auth_policy(settings: Settings) -> AuthPolicy:
-    return AuthPolicy(
-        config=load_auth_file(settings.auth_file) if settings.auth_file else None,
-        protect_metrics=settings.protect_metrics,
+def redis_target(settings: Settings, remote_for_display: str) -> RedisTarget | None:
+    """Where the replicas meet (--redis); None when this replica runs alone."""
+    if not settings.redis:
+        return None
+    remember_url(settings.redis)  # its password is redacted from every log line from now on
+    password = None
+    if settings.redis_password_file:
+        password = read_secret_file(settings.redis_password_file, "--redis-password-file")
+    return RedisTarget(
+        url=settings.redis,
+        password=password,
+        shown_url=redact_url(settings.redis),
+        replica=replica_name(
+            settings.replica_name, os.environ, socket.gethostname(), settings.port
+        ),
+        namespace=fleet_namespace(remote_for_display, settings.ref, settings.path),
+        interval=settings.redis_interval,
+        fleet_ttl=settings.fleet_ttl,
     )
 
 
@@ -113,12 +130,14 @@ class Parts:
     view_thread: OneThread
     fleet: FleetTable
     metrics: Metrics
-    auth: AuthPolicy
+    auth: Current[AuthPolicy]  # --auth-file, reloaded when it changes
     webhooks: WebhookReceiver
+    credential_files: FileWatch  # what this process reloads (run.credentials)
     repo: RepoDescription
     body_limits: BodyLimits
     metrics_dir: Path | None  # the multiprocess metrics of --workers N
     connections: ConnectionCounts  # what the connection guards saw (web.connections)
+    shared: SharedState | None = None  # --redis, in the leader only
 
 
 def compose(
@@ -129,8 +148,8 @@ def compose(
     ``on_leader_gone``: how a follower process begins its shutdown when its leader goes.
     """
     # Files named by the settings first: a bad one is the error an operator sees.
-    auth = auth_policy(settings)
-    webhooks = WebhookReceiver(webhook_secret(settings), settings.ref)
+    files = credential_files(settings, leader=role.leader_link is None)
+    webhooks = WebhookReceiver(files.webhook_secret, settings.ref)
     data_dir = DataDir(root=Path(settings.data_dir))
     credentials = git_credentials(settings)
     mirror = GitMirror(
@@ -171,7 +190,7 @@ def compose(
         secrets=SecretSource(settings.secrets_dir),
         signatures=signatures,
         policy=load_policy(settings.key_policy, bundled_schema().fields),
-        scopes=load_secret_scopes(settings.secret_scopes),
+        scopes=files.scopes,  # None in a follower: its leader checked them
         lmcache_versions=settings.lmcache_versions,
     )
     if role.leader_link is None:
@@ -189,8 +208,18 @@ def compose(
             schedule=PollSchedule(
                 interval=settings.poll_interval, max_backoff=settings.max_backoff
             ),
+            # The emergency pin, kept in the data dir; with --redis also shared by every
+            # replica (server.shared), which its answers say.
+            pins=PinFile(
+                data_dir.pin,
+                identity=mirror.identity,
+                ref=settings.ref,
+                scope="every replica (shared through Redis)" if settings.redis else "this replica",
+            ),
         )
         syncer.apps_in_use = fleet.apps_in_use
+        # A rotated secret (or changed scopes) reaches workers now, not at the next poll.
+        files.on_secrets_change.append(lambda: syncer.request_sync(SyncTrigger.SECRETS))
         leader = LeaderParts(lock=DataDirLock(data_dir.lock), syncer=syncer, signatures=signatures)
         sync = syncer
     else:
@@ -206,9 +235,23 @@ def compose(
         )
         sync = follower
     started = Moment.now()
+    # --redis: every process names its sightings; only the leader talks to Redis.
+    target = redis_target(settings, mirror.remote_for_display)
+    fleet.replica = target.replica if target is not None else None
+    shared = None
+    if target is not None and leader is not None:
+        shared = SharedState(
+            target=target,
+            syncer=leader.syncer,
+            fleet=fleet,
+            started=started,
+            stale_after=settings.stale_after,
+        )
     metrics_dir = metrics_dir_in_use() if settings.workers > 1 else None
     metrics = Metrics(str(metrics_dir) if metrics_dir is not None else None)
     connections = ConnectionCounts()
+    if shared is not None:
+        metrics.registry.register(SharedCollector(shared))
     metrics.registry.register(
         StateCollector(
             holder=holder,
@@ -238,8 +281,9 @@ def compose(
         view_thread=view_thread,
         fleet=fleet,
         metrics=metrics,
-        auth=auth,
+        auth=files.auth,
         webhooks=webhooks,
+        credential_files=files.watch,
         repo=RepoDescription(
             remote=mirror.remote_for_display,
             ref=settings.ref,
@@ -249,4 +293,5 @@ def compose(
         body_limits=body_limits(settings),
         metrics_dir=metrics_dir,
         connections=connections,
+        shared=shared,
     )

@@ -23,6 +23,7 @@ import time
 from collections.abc import Mapping
 
 from ..base.issues import ConfigIssue
+from ..base.reloading import Current
 from ..config.engine_check import engine_check
 from ..config.guardrails import EngineMemo, Guardrails, SecretScopes, vanished_apps
 from ..config.loader import RepoLimits
@@ -46,7 +47,7 @@ class SnapshotBuilder:
         secrets: SecretSource,
         signatures: SignaturePolicy | None = None,
         policy: KeyPolicy = BUILT_IN_POLICY,
-        scopes: SecretScopes | None = None,
+        scopes: SecretScopes | Current[SecretScopes] | None = None,
         lmcache_versions: tuple[str, ...] = (),
     ) -> None:
         self._mirror = mirror
@@ -58,7 +59,10 @@ class SnapshotBuilder:
         self._secrets = secrets
         self._signatures = signatures
         self._schema: Schema | None = None
-        self._guardrails = Guardrails(policy=policy, engine=None, scopes=scopes)
+        # --secret-scopes is read again when it changes: each build takes the scopes in force.
+        self._scopes = scopes if isinstance(scopes, Current) else None
+        fixed = None if isinstance(scopes, Current) else scopes
+        self._guardrails = Guardrails(policy=policy, engine=None, scopes=fixed)
         self._engine_memo = EngineMemo()
 
     def prepare(self) -> Schema:
@@ -100,7 +104,7 @@ class SnapshotBuilder:
             refused += vanished_apps(config_set, in_use, info.removes_apps)
         if refused:
             return _rejection(info, refused, RejectionKind.CONTENT)
-        unscoped = self._guardrails.scope_issues(config_set)
+        unscoped = self._guardrails_now().scope_issues(config_set)
         if unscoped:
             return _rejection(info, unscoped, RejectionKind.SERVER_SIDE)
         secret_values, secret_issues = resolve_secrets(config_set, secrets or self._secrets)
@@ -113,6 +117,14 @@ class SnapshotBuilder:
             schema_source=self.schema.with_versions(config_set.lmcache_versions).source,
             secrets=secret_values,
         )
+
+    def _guardrails_now(self) -> Guardrails:
+        """The guardrails with the secret scopes in force now (read once per build)."""
+        if self._scopes is not None:
+            scopes = self._scopes.value
+            if scopes is not self._guardrails.scopes:
+                self._guardrails = dataclasses.replace(self._guardrails, scopes=scopes)
+        return self._guardrails
 
     def _verify(self, sha: str) -> Rejection | None:
         if self._signatures is None:
@@ -127,6 +139,8 @@ class SnapshotBuilder:
         """Whether the served snapshot's secrets resolve differently now (a rotation)."""
         if snapshot is None or not snapshot.secret_names:
             return False
+        if self._scopes is not None and self._scopes.value is not self._guardrails.scopes:
+            return True  # --secret-scopes changed since the last build: check the commit again
         resolved, issues = self._secrets.resolve(snapshot.config_set)
         return bool(issues) or resolved != snapshot.resolved_secrets()
 

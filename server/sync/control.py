@@ -2,8 +2,9 @@
 
 The leader's :class:`~server.sync.syncer.Syncer` and a follower's
 ``processes.follower.LeaderFollower`` both provide it: handlers read the sync
-state, ask for a sync (a webhook) or wait for one (``/admin/refresh``), and
-never reach further in.
+state, ask for a sync (a webhook) or wait for one (``/admin/refresh``), pin
+or unpin a commit (``/admin/pin``, ``/admin/unpin``: a follower relays them to
+its leader, whose sync loop decides), and never reach further in.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from .state import SyncRecord, SyncState, SyncTrigger
+from .state import PinChange, SyncRecord, SyncState, SyncTrigger
 
 
 class SyncControl(Protocol):
@@ -31,4 +32,15 @@ class SyncControl(Protocol):
 
     async def refresh(self, trigger: SyncTrigger) -> SyncRecord:
         """Ask for a sync and wait for one that started after this call."""
+        ...
+
+    async def pin(self, rev: str, *, by: str, reason: str) -> PinChange:
+        """Serve commit ``rev`` (in the mirror, valid now) until unpinned.
+
+        UnknownCommit (404) or CommitRejected (409, with its errors) when it cannot be.
+        """
+        ...
+
+    async def unpin(self, *, by: str, reason: str = "") -> PinChange:
+        """Drop the pin and sync at once: the tip is served (or, rejected, the last good)."""
         ...

@@ -16,6 +16,7 @@ from typing import Protocol
 from ..base.clock import Moment
 from ..base.issues import ConfigIssue
 from ..config.snapshot import CommitInfo, Snapshot
+from ..git.pin_store import Pin
 
 RECENT_SYNCS = 20
 
@@ -29,6 +30,9 @@ class SyncTrigger(enum.StrEnum):
     WATCH = "watch"  # the local upstream's refs moved
     WEBHOOK = "webhook"
     MANUAL = "manual"  # POST /admin/refresh
+    SECRETS = "secrets"  # a file in --secrets-dir, or --secret-scopes, changed
+    PIN = "pin"  # POST /admin/pin: a known-good commit put back by an operator
+    UNPIN = "unpin"  # POST /admin/unpin: the sync that resumes following the ref
 
 
 class SyncResult(enum.StrEnum):
@@ -99,6 +103,11 @@ class SyncState:
     watching: str | None = None  # the local upstream git dir being watched
     tip: str | None = None  # the commit the ref pointed at when last resolved
     task_error: str | None = None
+    # The emergency pin in force (POST /admin/pin), and where it applies; a stored pin that
+    # could not be read (ignored: the replica syncs as if unpinned).
+    pin: Pin | None = None
+    pin_scope: str | None = None
+    pin_problem: str | None = None
     recent: collections.deque[SyncRecord] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=RECENT_SYNCS)
     )
@@ -115,6 +124,17 @@ class SyncState:
     def last_success_at(self) -> float | None:
         """When the last fetch succeeded, by the wall clock: to show, never to measure."""
         return self.last_success.wall if self.last_success is not None else None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PinChange:
+    """What a pin or an unpin did: the pin in force afterwards (None once unpinned), the pin
+    it replaced, where it applies, and the sync that published the outcome."""
+
+    pin: Pin | None
+    previous: Pin | None
+    scope: str
+    record: SyncRecord
 
 
 class GenerationCell(Protocol):

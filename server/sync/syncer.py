@@ -7,6 +7,12 @@ sync runs and one waits, whatever the triggers: bursts coalesce. A commit
 rejected for its content is not tried again until the ref moves; one rejected
 for this server's state is retried at each sync. Every attempt ends in one
 ``SyncRecord``, one log line and one count in ``SyncState``.
+
+An emergency pin (``POST /admin/pin``) puts a commit of the mirror back, built
+and published here like any other; while it holds, syncs still fetch (so that
+/status shows the tip) but build only the pinned commit (again, when a secret
+rotates). It is kept in a ``PinStore`` across restarts and restored before the
+last good commit; ``unpin`` drops it and syncs at once.
 """
 
 from __future__ import annotations
@@ -20,14 +26,30 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from ..base.clock import Moment
-from ..base.errors import GitError, MirrorDamaged, NotReady
+from ..base.errors import (
+    CommitRejected,
+    ConfigServerError,
+    GitError,
+    MirrorDamaged,
+    NotReady,
+    UnknownCommit,
+)
 from ..base.logs import log_event
 from ..base.tasks import OneThread, guarded_task
 from ..config.snapshot import Snapshot
 from ..git.data_dir import LastGoodRecord
 from ..git.mirror import GitMirror
+from ..git.pin_store import Pin, PinStore
 from .builder import SnapshotBuilder
-from .state import Rejection, SnapshotHolder, SyncRecord, SyncResult, SyncState, SyncTrigger
+from .state import (
+    PinChange,
+    Rejection,
+    SnapshotHolder,
+    SyncRecord,
+    SyncResult,
+    SyncState,
+    SyncTrigger,
+)
 
 log = logging.getLogger("server.sync")
 
@@ -42,6 +64,16 @@ class WalkedBack:
 
     snapshot: Snapshot
     tip_rejection: Rejection
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WhilePinned:
+    """A sync while pinned: the tip fetched (None when the fetch failed), and the pinned
+    commit built, when it had to be (not served yet, or a secret rotated)."""
+
+    tip: str | None
+    built: Snapshot | Rejection | None
+    fetch_error: GitError | None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -64,6 +96,7 @@ class Syncer:
         last_good: LastGoodRecord,
         sync_thread: OneThread,
         schedule: PollSchedule,
+        pins: PinStore | None = None,
     ) -> None:
         self.mirror = mirror
         self.holder = holder
@@ -72,6 +105,7 @@ class Syncer:
         self._last_good = last_good
         self._thread = sync_thread
         self._schedule = schedule
+        self._pins = pins
         self._sync_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -83,6 +117,12 @@ class Syncer:
         self.generation = 0
         # Called on the event loop after every sync outcome (the follower pool relays it).
         self.listeners: list[Callable[[], None]] = []
+        # Called (on the event loop) with each requested sync's trigger: with --redis the
+        # other replicas are told of webhooks and refreshes (shared.replicas).
+        self.requested: list[Callable[[SyncTrigger], None]] = []
+        # Told of each pin and unpin an operator made here (not of those the shared state
+        # applies for another replica): --redis shares them.
+        self.pin_made: list[Callable[[Pin | None], None]] = []
         # With --workers N: has the other processes build a snapshot and hold it ready
         # before it goes live (the follower pool), so that all serve it at the same instant.
         self.stage_elsewhere: Callable[[Snapshot, int], Awaitable[None]] | None = None
@@ -181,6 +221,8 @@ class Syncer:
         else:
             self.state.coalesced += 1
         self._wake.set()
+        for hook in self.requested:
+            hook(SyncTrigger(trigger))
 
     async def refresh(self, trigger: SyncTrigger) -> SyncRecord:
         """Ask for a sync and wait for one that started after this call."""
@@ -207,7 +249,7 @@ class Syncer:
                 return WalkedBack(snapshot=older, tip_rejection=outcome)
         return outcome
 
-    def _restore_blocking(self) -> Snapshot | Rejection | WalkedBack | None:
+    def _restore_blocking(self, pin: Pin | None) -> Snapshot | Rejection | WalkedBack | None:
         if not self.mirror.is_usable():
             return None
         try:
@@ -215,6 +257,8 @@ class Syncer:
             self.mirror.ensure()
             self.mirror.repair_refs()
             sha = self._last_good.load() or self.mirror.marked_last_good()
+            if pin is not None:
+                return self._restore_pinned(pin, sha)
             if sha is None or not self.mirror.has_commit(sha):
                 return self._build_or_walk_back(self.mirror.resolve(), None)
             return self._builder.build(sha)
@@ -227,6 +271,66 @@ class Syncer:
         except Exception:  # restore is an optimisation: on any surprise, sync from scratch
             log.exception("restoring from the local mirror failed; syncing instead")
             return None
+
+    def _restore_pinned(self, pin: Pin, last_good: str | None) -> Snapshot | Rejection | None:
+        """The pinned commit; if it cannot be served now, the last good one meanwhile (never
+        the tip: the pin says the tip must not be served). Syncs retry the pinned commit."""
+        pinned: Rejection | None = None
+        if self.mirror.has_commit(pin.commit):
+            outcome = self._builder.build(pin.commit)
+            if isinstance(outcome, Snapshot):
+                return outcome
+            pinned = outcome
+            log.error("pinned commit %s does not validate now", pin.commit[:12])
+        else:
+            log.error("pinned commit %s is not in the mirror; fetching it", pin.commit[:12])
+        if last_good is not None and self.mirror.has_commit(last_good):
+            return self._builder.build(last_good)
+        return pinned
+
+    def _load_pin(self) -> tuple[Pin | None, str | None]:
+        """The stored pin, or why it cannot be read (then it is ignored, never a crash)."""
+        if self._pins is None:
+            return None, None
+        try:
+            return self._pins.load(), None
+        except ConfigServerError as exc:
+            return None, exc.message
+        except Exception as exc:  # a store of another kind failing: report, sync unpinned
+            log.exception("reading the stored pin failed")
+            return None, f"unexpected {type(exc).__name__}; see the server log"
+
+    def _pin_blocking(self, rev: str, in_use: Mapping[str, int]) -> Snapshot | Rejection:
+        """The commit ``rev`` names in the mirror (no fetch: the remote may be down), built."""
+        sha = self.mirror.find_commit(rev)
+        if sha is None:
+            raise UnknownCommit(
+                f"commit {rev} is not in this server's mirror (or the prefix is ambiguous): "
+                "only a commit fetched before can be pinned"
+            )
+        self._announce(sha)
+        return self._builder.build(sha, in_use=in_use)
+
+    def _sync_pinned(self, served: Snapshot | None, pinned: str) -> WhilePinned:
+        """While pinned: fetch to show the tip, but build only the pinned commit."""
+        tip: str | None = None
+        fetch_error: GitError | None = None
+        try:
+            self.mirror.ensure()
+            self.mirror.fetch()
+            tip = self.mirror.resolve()
+        except GitError as exc:  # the pinned commit is in the mirror: it is served regardless
+            fetch_error = exc
+        built: Snapshot | Rejection | None = None
+        if served is None or served.commit.sha != pinned:
+            if not self.mirror.has_commit(pinned):
+                raise fetch_error or GitError(f"pinned commit {pinned[:12]} is not in the mirror")
+            self._announce(pinned)
+            built = self._builder.build(pinned)
+        elif self._builder.secrets_changed(served):
+            self._announce(pinned)
+            built = self._builder.build(pinned)  # a rotated secret: the same commit rebuilt
+        return WhilePinned(tip=tip, built=built, fetch_error=fetch_error)
 
     def _in_use(self, served: Snapshot | None) -> dict[str, int]:
         """Of the apps served now, those workers asked for (and how many workers)."""
@@ -303,7 +407,21 @@ class Syncer:
         """Serve the last good commit from an existing mirror, before any network access."""
         started = time.time()
         self._loop = asyncio.get_running_loop()
-        outcome = await self._thread.run(self._restore_blocking)
+        pin, problem = await self._thread.run(self._load_pin)
+        self._set_pin(pin)
+        if problem is not None:
+            self.state.pin_problem = problem
+            log.error("the stored emergency pin cannot be read (%s): ignored", problem)
+        if pin is not None:
+            log.warning(
+                "pinned to %s by %s at %s (%s): restoring it, not the last good commit or the "
+                "tip, until POST /admin/unpin",
+                pin.commit[:12],
+                pin.by,
+                pin.as_json()["at"],
+                pin.reason,
+            )
+        outcome = await self._thread.run(self._restore_blocking, pin)
         if isinstance(outcome, WalkedBack):
             self._reject(outcome.tip_rejection)
             self.state.tip = outcome.tip_rejection.commit.sha
@@ -337,12 +455,17 @@ class Syncer:
             last = self.state.last_rejection
             rejected = last.commit.sha if last is not None else None
             retry = last is not None and last.retried
+            pin = self.state.pin
             try:
                 self._loop = asyncio.get_running_loop()
                 in_use = self._in_use(served)
-                outcome = await self._thread.run(
-                    self._sync_blocking, served, rejected, retry, in_use
-                )
+                outcome: Snapshot | Rejection | WalkedBack | str | WhilePinned
+                if pin is not None:
+                    outcome = await self._thread.run(self._sync_pinned, served, pin.commit)
+                else:
+                    outcome = await self._thread.run(
+                        self._sync_blocking, served, rejected, retry, in_use
+                    )
             except GitError as exc:
                 self.state.consecutive_failures += 1
                 return self._keep(
@@ -356,6 +479,8 @@ class Syncer:
                 # The type only: an exception's text may quote what it choked on (a secret).
                 error = f"unexpected {type(exc).__name__}; see the server log"
                 return self._keep(_record(trigger, started, SyncResult.FAILED, old, old, error))
+            if isinstance(outcome, WhilePinned):
+                return await self._after_pinned_sync(trigger, started, old, outcome)
             self.state.consecutive_failures = 0
             self.state.backoff_seconds = 0.0
             self.state.last_success = Moment.now()
@@ -394,6 +519,126 @@ class Syncer:
                 )
             record = _record(trigger, started, SyncResult.UPDATED, old, outcome.commit.sha)
             return await self._publish(outcome, record)
+
+    async def _after_pinned_sync(
+        self, trigger: SyncTrigger, started: float, old: str | None, outcome: WhilePinned
+    ) -> SyncRecord:
+        """Record a sync while pinned; publish only the pinned commit, when it was built."""
+        if outcome.tip is not None:
+            self.state.tip = outcome.tip
+        if outcome.fetch_error is None:
+            self.state.consecutive_failures = 0
+            self.state.backoff_seconds = 0.0
+            self.state.last_success = Moment.now()
+        else:
+            self.state.consecutive_failures += 1
+        built = outcome.built
+        if isinstance(built, Snapshot):
+            record = _record(trigger, started, SyncResult.UPDATED, old, built.commit.sha)
+            return await self._publish(built, record)
+        if isinstance(built, Rejection):
+            self._reject(built)
+            error = f"pinned commit: {len(built.issues)} error(s)"
+            return self._keep(_record(trigger, started, SyncResult.REJECTED, old, old, error))
+        if outcome.fetch_error is not None:
+            error = outcome.fetch_error.message
+            return self._keep(_record(trigger, started, SyncResult.FAILED, old, old, error))
+        return self._keep(_record(trigger, started, SyncResult.UNCHANGED, old, old))
+
+    # -- the emergency pin --
+
+    def _set_pin(self, pin: Pin | None) -> None:
+        self.state.pin = pin
+        self.state.pin_scope = self._pins.scope if pin is not None and self._pins else None
+
+    def _store(self) -> PinStore:
+        if self._pins is None:
+            raise NotReady("this server keeps no pin store")
+        return self._pins
+
+    def _tell_pin(self, pin: Pin | None) -> None:
+        for hook in self.pin_made:
+            try:
+                hook(pin)
+            except Exception:  # a hook's bug must not undo the pin
+                log.exception("a pin hook failed")
+
+    async def pin(self, rev: str, *, by: str, reason: str, announce: bool = True) -> PinChange:
+        """Serve the mirror's commit ``rev``, valid now, until ``unpin``; kept across restarts.
+
+        Raises UnknownCommit (404) or CommitRejected (409); nothing changes then.
+        """
+        store = self._store()
+        async with self._sync_lock:  # never between a sync's build and its publish
+            started = time.time()
+            self._loop = asyncio.get_running_loop()
+            served = self.holder.current
+            old = self.holder.served_sha
+            outcome = await self._thread.run(self._pin_blocking, rev, self._in_use(served))
+            if isinstance(outcome, Rejection):
+                errors = tuple(str(issue) for issue in outcome.issues)
+                log.warning(
+                    "pin to %s by %s refused: it does not validate now:\n  %s",
+                    outcome.commit.sha[:12],
+                    by,
+                    "\n  ".join(errors),
+                )
+                raise CommitRejected(
+                    f"commit {outcome.commit.sha[:12]} does not validate now "
+                    f"({len(errors)} error(s)); nothing changed",
+                    errors,
+                )
+            pin = Pin(commit=outcome.commit.sha, by=by, at=float(int(started)), reason=reason)
+            try:
+                # Kept first: a pin that would not survive a restart is not made at all.
+                await self._thread.run(store.save, pin)
+            except OSError as exc:
+                raise ConfigServerError(
+                    f"could not keep the pin ({exc.strerror or type(exc).__name__}); "
+                    "nothing changed"
+                ) from None
+            previous = self.state.pin
+            self._set_pin(pin)
+            self.state.pin_problem = None
+            log.warning(
+                "pinned to %s by %s (%s): syncs no longer change what is served until "
+                "POST /admin/unpin; scope: %s",
+                pin.commit[:12],
+                by,
+                reason,
+                store.scope,
+            )
+            result = SyncResult.UPDATED if pin.commit != old else SyncResult.UNCHANGED
+            record = _record(SyncTrigger.PIN, started, result, old, pin.commit)
+            # Published even when already served: the followers take up the pin's state.
+            record = await self._publish(outcome, record)
+            if announce:
+                self._tell_pin(pin)
+            return PinChange(pin=pin, previous=previous, scope=store.scope, record=record)
+
+    async def unpin(self, *, by: str, reason: str = "", announce: bool = True) -> PinChange:
+        """Drop the pin (a damaged stored one too) and sync at once."""
+        store = self._store()
+        async with self._sync_lock:
+            previous = self.state.pin
+            try:
+                await self._thread.run(store.clear)
+            except OSError as exc:
+                raise ConfigServerError(
+                    f"could not drop the pin ({exc.strerror or type(exc).__name__}); still pinned"
+                ) from None
+            self._set_pin(None)
+            self.state.pin_problem = None
+            log.warning(
+                "unpinned by %s (was %s)%s: syncing the tip again",
+                by,
+                previous.commit[:12] if previous is not None else "not pinned",
+                f" ({reason})" if reason else "",
+            )
+        if announce:
+            self._tell_pin(None)
+        record = await self.refresh(SyncTrigger.UNPIN)
+        return PinChange(pin=None, previous=previous, scope=store.scope, record=record)
 
     def _reject(self, rejection: Rejection) -> None:
         self.state.last_rejection = rejection

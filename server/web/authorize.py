@@ -36,7 +36,7 @@ def is_loopback(address: str | None) -> bool:
 
 def authorize(request: web.Request) -> None:
     """Raise Unauthorized/Forbidden unless the request may reach its endpoint."""
-    policy = request.app[AUTH]
+    policy = request.app[AUTH].value  # once: a reload swaps the whole policy
     auth = policy.config
     path = request.path
     if auth is None:

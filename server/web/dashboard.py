@@ -24,7 +24,7 @@ from ..config.explain import rule_outcomes
 from ..config.names import is_app_id
 from ..config.snapshot import Snapshot
 from ..config.views import AppDiff, diff_config_sets
-from .keys import FLEET, SNAPSHOTS, VIEWER
+from .keys import FLEET, SHARED, SNAPSHOTS, VIEWER
 from .operator_api import current_status
 from .params import parse_app_id
 
@@ -68,7 +68,13 @@ def _snapshot(request: web.Request) -> Snapshot:
 
 @aiohttp_jinja2.template("overview.html")
 async def overview(request: web.Request) -> dict[str, Any]:
-    return {"page": "overview", "view": current_status(request.app)}
+    shared = request.app.get(SHARED)
+    return {
+        "page": "overview",
+        "view": current_status(request.app),
+        # --redis: the replicas and whether Redis answers (shared.replicas).
+        "shared": shared.status_json(request.app[SNAPSHOTS].served_sha) if shared else None,
+    }
 
 
 @aiohttp_jinja2.template("apps.html")

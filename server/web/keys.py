@@ -10,13 +10,16 @@ from aiohttp import web
 
 from ..base.clock import Moment
 from ..base.logs import Fields
+from ..base.reloading import Current
 from ..ops.fleet import FleetTable
 from ..ops.metrics import ConnectionCounts, Metrics
 from ..ops.status import RepoDescription
 from ..processes.pool import FollowerPool
 from ..processes.role import ProcessRole
 from ..settings import Settings
+from ..shared.replicas import SharedState
 from ..sync.control import SyncControl
+from ..sync.file_watch import FileWatch
 from ..sync.state import SnapshotHolder
 from ..sync.viewer import CommitViewer
 from .auth import AuthPolicy, Credential
@@ -33,13 +36,17 @@ REPO = web.AppKey("repo", RepoDescription)
 STARTED = web.AppKey("started", Moment)
 BODY_LIMITS = web.AppKey("body_limits", BodyLimits)
 WEBHOOKS = web.AppKey("webhooks", WebhookReceiver)
-AUTH = web.AppKey("auth", AuthPolicy)
+# A cell: --auth-file is read again when it changes; a request reads it once.
+AUTH: web.AppKey[Current[AuthPolicy]] = web.AppKey("auth")
+CREDENTIAL_FILES = web.AppKey("credential_files", FileWatch)  # what is reloaded, for /status
 METRICS = web.AppKey("metrics", Metrics)
 FLEET = web.AppKey("fleet", FleetTable)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 CONNECTIONS = web.AppKey("connections", ConnectionCounts)
 ROLE = web.AppKey("role", ProcessRole)  # which process of --workers N this is
 FOLLOWERS = web.AppKey("followers", FollowerPool)  # the leader's followers (--workers > 1)
+# What this replica shares with the others (--redis; the leader process only).
+SHARED = web.AppKey("shared", SharedState)
 
 # Per request: the credential that authenticated it, when authentication is on.
 CREDENTIAL = web.RequestKey("credential", Credential)

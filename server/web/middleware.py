@@ -49,7 +49,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         authorize(request)
         return await handler(request)
     except ConfigServerError as exc:
-        response = json_error(exc.status, exc.code, exc.message)
+        response = json_error(exc.status, exc.code, exc.message, exc.details())
         if isinstance(exc, Unauthorized):
             response.headers["WWW-Authenticate"] = REALM
         return response

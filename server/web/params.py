@@ -7,7 +7,7 @@ web layer imports a handler module for its helpers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import TypeVar
 
 from aiohttp import web
@@ -21,10 +21,11 @@ HISTORY_DEFAULT_LIMIT = 20
 HISTORY_MAX_LIMIT = 200
 
 
-def json_error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response(
-        {"error": {"status": status, "code": code, "message": message}}, status=status
-    )
+def json_error(
+    status: int, code: str, message: str, details: Mapping[str, object] | None = None
+) -> web.Response:
+    error = {"status": status, "code": code, "message": message, **(details or {})}
+    return web.json_response({"error": error}, status=status)
 
 
 def parse_app_id(request: web.Request, name: str = "appId") -> str | None:

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from ..base.errors import MalformedBody
 from ..sync.state import SyncTrigger
-from .keys import SETTINGS, SYNC, WEBHOOKS
+from .keys import SETTINGS, SHARED, SYNC, WEBHOOKS
 from .params import body_within
 from .webhooks import (
     MAX_WEBHOOK_BYTES,
@@ -32,12 +32,18 @@ async def handle_webhook(request: web.Request) -> web.Response:
     if provider not in PROVIDERS:
         raise web.HTTPNotFound()
     receiver = request.app[WEBHOOKS]
-    receiver.check_before_body(provider, request.headers, request.content_length)
+    secret = receiver.check_before_body(provider, request.headers, request.content_length)
     body = await body_within(
         request.app[SETTINGS].body_timeout, read_limited(request, receiver, MAX_WEBHOOK_BYTES)
     )
-    event, payload = check_and_parse(receiver, provider, request.headers, body)
-    if not receiver.first_delivery(delivery_id(provider, request.headers)):
+    event, payload = check_and_parse(secret, provider, request.headers, body)
+    delivery = delivery_id(provider, request.headers)
+    first = receiver.first_delivery(delivery)
+    shared = request.app.get(SHARED)
+    if first and shared is not None:
+        # --redis: a delivery another replica took is a replay too (None: Redis cannot say).
+        first = await shared.first_delivery(delivery) is not False
+    if not first:
         return web.json_response({"accepted": False, "reason": "delivery already received"})
     if event == "ping":
         return web.json_response({"accepted": False, "reason": "ping", "pong": True})

@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from ..base.errors import BodyTooLarge, Busy, MalformedBody, Unauthorized, WebhookDisabled
+from ..base.reloading import Current
 from ..settings import env_var_name
 
 log = logging.getLogger("server.webhooks")
@@ -80,29 +81,35 @@ def detect_provider(headers: Any) -> str | None:
 
 
 class WebhookReceiver:
-    """Holds the secret, the recently seen delivery ids and the bytes of bodies being read."""
+    """Holds the secret, the recently seen delivery ids and the bytes of bodies being read.
 
-    def __init__(self, secret: bytes | None, served_ref: str) -> None:
-        self.secret = secret
+    The secret is a cell: ``--webhook-secret-file`` is read again when it changes. A
+    delivery reads it once (``check_before_body`` returns it), so a rotation while its
+    body is read never checks one delivery against two secrets.
+    """
+
+    def __init__(self, secret: Current[bytes | None], served_ref: str) -> None:
+        self._secret = secret
         self.served_ref = served_ref
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.bytes_in_flight = 0
 
     def required_secret(self) -> bytes:
-        """The secret; WebhookDisabled (403) while none is set."""
-        if self.secret is None:
+        """The secret in force now; WebhookDisabled (403) while none is set."""
+        secret = self._secret.value
+        if secret is None:
             raise WebhookDisabled(
                 f"webhooks are disabled: set {env_var_name('webhook_secret')} or "
                 "--webhook-secret-file, and the same secret in the git host's webhook"
             )
-        return self.secret
+        return secret
 
-    def check_before_body(self, provider: str, headers: Any, content_length: int | None) -> None:
+    def check_before_body(self, provider: str, headers: Any, content_length: int | None) -> bytes:
         """Everything that can refuse a delivery before one byte of its body is read.
 
         Webhooks off, no signature header, a GitLab token that is wrong, or a declared
         size over the limit: refused at once, so an unauthenticated sender cannot make
-        the server hold its bytes.
+        the server hold its bytes. Returns the secret the delivery is checked against.
         """
         secret = self.required_secret()
         header = _SIGNATURE_HEADERS[provider]
@@ -114,6 +121,7 @@ class WebhookReceiver:
             raise Unauthorized(f"missing or invalid {provider} webhook signature")
         if content_length is not None and content_length > MAX_WEBHOOK_BYTES:
             raise BodyTooLarge(f"webhook body is larger than {MAX_WEBHOOK_BYTES} bytes")
+        return secret
 
     def wanted_refs(self) -> set[str]:
         if self.served_ref.startswith("refs/"):
@@ -155,10 +163,10 @@ async def read_limited(request: web.Request, receiver: WebhookReceiver, limit: i
 
 
 def check_and_parse(
-    receiver: WebhookReceiver, provider: str, headers: Any, body: bytes
+    secret: bytes, provider: str, headers: Any, body: bytes
 ) -> tuple[str, dict[str, Any]]:
     """Verify a delivery and return (event name, payload); raise a JSON-mapped error."""
-    if not signature_valid(provider, receiver.required_secret(), headers, body):
+    if not signature_valid(provider, secret, headers, body):
         log.warning("webhook (%s) refused: missing or bad signature", provider)
         raise Unauthorized(f"missing or invalid {provider} webhook signature")
     event = headers.get(dict(_EVENT_HEADERS)[provider], "")

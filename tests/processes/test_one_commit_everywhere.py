@@ -165,8 +165,9 @@ def test_one_commit_has_one_content_in_every_process_across_a_secret_rotation(
         return seen
 
     assert contents() == {"lm://u:old-password@c:1"}
-    # The secret is rotated; the leader notices at its next sync. Meanwhile a follower is
-    # restarted (it dies, or is replaced): it must answer what the leader answers.
+    # The secret is rotated; the leader notices within a second (it watches --secrets-dir)
+    # and publishes it to every process. Meanwhile a follower is restarted (it dies, or is
+    # replaced): it must answer what the leader answers.
     (secrets / "cache-password").write_text("new-password\n")
     leader = status_of_each(server)[0]["process"]
     (follower,) = leader["followers"]
@@ -185,7 +186,13 @@ def test_one_commit_has_one_content_in_every_process_across_a_secret_rotation(
         )
 
     wait_until(follower_back, "the follower to be restarted and serve the commit")
-    assert contents() == {"lm://u:old-password@c:1"}, "one version answered with two contents"
+
+    def rotation_published() -> bool:
+        recent = status_of_each(server)[0]["recent_syncs"]
+        return any(r["trigger"] == "secrets" and r["result"] == "updated" for r in recent)
+
+    wait_until(rotation_published, "the leader to publish the rotated secret")
+    assert contents() == {"lm://u:new-password@c:1"}, "one version answered with two contents"
 
     code, refreshed = server.json("/admin/refresh", method="POST")
     assert code == 200, refreshed

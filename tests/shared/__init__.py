@@ -1,0 +1,1 @@
+"""Tests of ``server/shared/``: several replicas sharing one Redis (``--redis``)."""
