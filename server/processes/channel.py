@@ -30,6 +30,7 @@ import dataclasses
 import pickle
 import socket
 import struct
+from typing import Any
 
 from ..base.errors import ConfigServerError
 from ..ops.fleet import FleetKey, Sighting
@@ -64,6 +65,27 @@ class Served:
     sha: str | None
     state: SyncState
     secrets: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedStatus:
+    """--redis: the leader's view of the replicas and of Redis, for a follower's pages."""
+
+    view: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class DeliveryWanted:
+    """--redis: has any replica seen this webhook delivery? (only the leader asks Redis)"""
+
+    token: int
+    delivery: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DeliveryAnswered:
+    token: int
+    first: bool | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +151,9 @@ Message = (
     | PinAnswered
     | Sightings
     | Following
+    | SharedStatus
+    | DeliveryWanted
+    | DeliveryAnswered
 )
 
 

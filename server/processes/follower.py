@@ -21,6 +21,7 @@ import itertools
 import logging
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from ..base.errors import NotReady
 from ..base.tasks import OneThread, cancel_and_wait, guarded_task
@@ -39,6 +40,8 @@ from ..sync.state import (
 from .channel import (
     SIGHTINGS_INTERVAL,
     Channel,
+    DeliveryAnswered,
+    DeliveryWanted,
     Following,
     PinAnswered,
     PinWanted,
@@ -46,6 +49,7 @@ from .channel import (
     Refreshed,
     RefreshWanted,
     Served,
+    SharedStatus,
     Sightings,
     Stage,
     Staged,
@@ -54,6 +58,8 @@ from .channel import (
 
 log = logging.getLogger("server.workers")
 
+# A webhook at a follower waits this long for the leader's fleet-wide delivery check.
+DELIVERY_WAIT = 1.0
 # A follower that could not take up the leader's commit tries again this often.
 BUILD_RETRY = 5.0
 
@@ -85,6 +91,9 @@ class LeaderFollower:
         self._refreshes: dict[int, asyncio.Future[Refreshed]] = {}
         self._pin_answers: dict[int, asyncio.Future[PinAnswered]] = {}
         self._tokens = itertools.count(1)
+        # --redis: the leader's view of the replicas, and its answers on webhook deliveries.
+        self.shared_view: dict[str, Any] | None = None
+        self._deliveries: dict[int, asyncio.Future[bool | None]] = {}
         self._latest: Served | None = None  # the leader's latest word
         self._following = asyncio.Lock()
         self._staged: int | None = None  # the generation last staged here
@@ -143,6 +152,12 @@ class LeaderFollower:
                         answer.set_result(message)
                 elif isinstance(message, Sightings):
                     self._fleet.merge(message.rows)
+                elif isinstance(message, SharedStatus):
+                    self.shared_view = message.view
+                elif isinstance(message, DeliveryAnswered):
+                    asked = self._deliveries.pop(message.token, None)
+                    if asked is not None and not asked.done():
+                        asked.set_result(message.first)
         finally:
             await cancel_and_wait(helpers)
             if self._prepared is not None:
@@ -254,6 +269,22 @@ class LeaderFollower:
         if self._channel is not None:
             self._channel.send(SyncWanted(trigger))
 
+    async def first_delivery(self, delivery_id: str) -> bool | None:
+        """Ask the leader (which asks Redis) whether any replica saw this delivery."""
+        channel = self._channel
+        if channel is None or not delivery_id:
+            return None
+        token = next(self._tokens)
+        asked: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
+        self._deliveries[token] = asked
+        channel.send(DeliveryWanted(token=token, delivery=delivery_id))
+        try:
+            return await asyncio.wait_for(asked, DELIVERY_WAIT)
+        except TimeoutError:
+            return None  # the local check answers, as when Redis is down
+        finally:
+            self._deliveries.pop(token, None)
+
     async def refresh(self, trigger: SyncTrigger) -> SyncRecord:
         channel = self._channel
         if channel is None:
@@ -304,3 +335,20 @@ class LeaderFollower:
 
 def _error(outcome: Snapshot | str | None) -> str | None:
     return outcome if isinstance(outcome, str) else None
+
+
+class RelayedShared:
+    """A follower's :class:`~server.shared.view.SharedView`: the leader's, over the channel."""
+
+    def __init__(self, follower: LeaderFollower) -> None:
+        self._follower = follower
+
+    def status_json(self, served: str | None) -> dict[str, Any]:
+        view = self._follower.shared_view
+        if view is None:
+            return {"shared": {"backend": "redis", "available": False,
+                               "error": "not received from the leader process yet"}}  # fmt: skip
+        return view
+
+    async def first_delivery(self, delivery_id: str) -> bool | None:
+        return await self._follower.first_delivery(delivery_id)

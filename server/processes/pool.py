@@ -35,11 +35,14 @@ from ..config.snapshot import Snapshot
 from ..ops.fleet import FleetTable
 from ..ops.metrics_env import remove_old_metrics
 from ..settings import Settings
+from ..shared.replicas import SharedState
 from ..sync.state import GenerationCell
 from ..sync.syncer import Syncer
 from .channel import (
     SIGHTINGS_INTERVAL,
     Channel,
+    DeliveryAnswered,
+    DeliveryWanted,
     Following,
     Message,
     PinAnswered,
@@ -48,6 +51,7 @@ from .channel import (
     Refreshed,
     RefreshWanted,
     Served,
+    SharedStatus,
     Sightings,
     Stage,
     Staged,
@@ -108,6 +112,7 @@ class FollowerPool:
         fleet: FleetTable,
         metrics_dir: Path,
         live: GenerationCell,
+        shared: SharedState | None = None,
     ) -> None:
         self._settings = settings  # handed to each follower, over a pipe
         self._entry = entry
@@ -115,6 +120,7 @@ class FollowerPool:
         self._fleet = fleet
         self._metrics_dir = metrics_dir
         self._live = live
+        self._shared = shared  # --redis: its view is relayed to the followers' pages
         self._staging: int | None = None  # the generation being staged
         self._followers: dict[int, _Follower] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -266,6 +272,9 @@ class FollowerPool:
             rows = self._fleet.take_fresh()
             if rows:
                 self._send_to_followers(Sightings(rows), skip=None)
+            if self._shared is not None:
+                view = self._shared.status_json(self._syncer.holder.served_sha)
+                self._send_to_followers(SharedStatus(view), skip=None)
 
     def _send_to_followers(self, message: Message, *, skip: int | None) -> None:
         encoded = Channel.encode(message)
@@ -308,6 +317,8 @@ class FollowerPool:
         elif isinstance(message, Sightings):
             self._fleet.merge(message.rows)
             self._send_to_followers(message, skip=follower.index)
+        elif isinstance(message, DeliveryWanted):
+            self._spawn_task(self._check_delivery(channel, message), "delivery check")
         elif isinstance(message, Staged):
             staging = follower.staging
             if message.generation == self._staging and staging is not None and not staging.done():
@@ -320,6 +331,11 @@ class FollowerPool:
                 follower.lagging = False
         else:
             log.warning("worker %d sent an unexpected %s", follower.index, type(message).__name__)
+
+    async def _check_delivery(self, channel: Channel, wanted: DeliveryWanted) -> None:
+        shared = self._shared
+        first = await shared.first_delivery(wanted.delivery) if shared is not None else None
+        channel.send(DeliveryAnswered(token=wanted.token, first=first))
 
     async def _relay_refresh(self, channel: Channel, wanted: RefreshWanted) -> None:
         try:

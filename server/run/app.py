@@ -182,8 +182,9 @@ def create_app(
     app.cleanup_ctx.append(_threads_ctx(parts))
     app.cleanup_ctx.append(_sync_ctx(parts))
     app.cleanup_ctx.append(_watch_ctx(parts))
+    if parts.shared_view is not None:
+        app[SHARED] = parts.shared_view
     if parts.shared is not None:
-        app[SHARED] = parts.shared
         app.cleanup_ctx.append(_shared_ctx(parts.shared))
     app.cleanup_ctx.append(_credential_files_ctx(parts))
     if parts.leader is not None and settings.workers > 1:
@@ -196,6 +197,7 @@ def create_app(
             fleet=parts.fleet,
             metrics_dir=parts.metrics_dir,
             live=role.live,
+            shared=parts.shared,
         )
         app[FOLLOWERS] = pool
         app.cleanup_ctx.append(_followers_ctx(pool))

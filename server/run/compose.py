@@ -37,12 +37,13 @@ from ..ops.fleet import FleetTable
 from ..ops.metrics import ConnectionCounts, Metrics, StateCollector
 from ..ops.metrics_env import metrics_dir_in_use
 from ..ops.status import RepoDescription
-from ..processes.follower import LeaderFollower
+from ..processes.follower import LeaderFollower, RelayedShared
 from ..processes.role import ProcessRole
 from ..settings import Settings
 from ..shared.collector import SharedCollector
 from ..shared.replicas import SharedState
 from ..shared.target import RedisTarget, fleet_namespace, replica_name
+from ..shared.view import SharedView
 from ..sync.builder import SnapshotBuilder
 from ..sync.control import SyncControl
 from ..sync.file_watch import FileWatch
@@ -137,7 +138,9 @@ class Parts:
     body_limits: BodyLimits
     metrics_dir: Path | None  # the multiprocess metrics of --workers N
     connections: ConnectionCounts  # what the connection guards saw (web.connections)
-    shared: SharedState | None = None  # --redis, in the leader only
+    shared: SharedState | None = None  # --redis, in the leader only: it talks to Redis
+    # --redis: what pages read of the shared state (the leader's own, or relayed to a follower).
+    shared_view: SharedView | None = None
 
 
 def compose(
@@ -239,14 +242,17 @@ def compose(
     target = redis_target(settings, mirror.remote_for_display)
     fleet.replica = target.replica if target is not None else None
     shared = None
+    shared_view: SharedView | None = None
     if target is not None and leader is not None:
-        shared = SharedState(
+        shared = shared_view = SharedState(
             target=target,
             syncer=leader.syncer,
             fleet=fleet,
             started=started,
             stale_after=settings.stale_after,
         )
+    elif target is not None and follower is not None:
+        shared_view = RelayedShared(follower)
     metrics_dir = metrics_dir_in_use() if settings.workers > 1 else None
     metrics = Metrics(str(metrics_dir) if metrics_dir is not None else None)
     connections = ConnectionCounts()
@@ -294,4 +300,5 @@ def compose(
         metrics_dir=metrics_dir,
         connections=connections,
         shared=shared,
+        shared_view=shared_view,
     )

@@ -17,7 +17,7 @@ from ..ops.status import RepoDescription
 from ..processes.pool import FollowerPool
 from ..processes.role import ProcessRole
 from ..settings import Settings
-from ..shared.replicas import SharedState
+from ..shared.view import SharedView
 from ..sync.control import SyncControl
 from ..sync.file_watch import FileWatch
 from ..sync.state import SnapshotHolder
@@ -46,7 +46,7 @@ CONNECTIONS = web.AppKey("connections", ConnectionCounts)
 ROLE = web.AppKey("role", ProcessRole)  # which process of --workers N this is
 FOLLOWERS = web.AppKey("followers", FollowerPool)  # the leader's followers (--workers > 1)
 # What this replica shares with the others (--redis; the leader process only).
-SHARED = web.AppKey("shared", SharedState)
+SHARED = web.AppKey("shared", SharedView)
 
 # Per request: the credential that authenticated it, when authentication is on.
 CREDENTIAL = web.RequestKey("credential", Credential)

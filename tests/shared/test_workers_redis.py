@@ -1,0 +1,68 @@
+"""``--workers 2`` with ``--redis``: the follower's pages and webhooks see the whole system."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tests.support.gitdaemon import GitDaemon
+from tests.support.gitrepo import ConfigRepo
+from tests.support.procs import ServerProcess, status_of_each
+from tests.support.redis import RedisServer
+from tests.support.waiting import wait_until
+from tests.support.webhooks import SECRET, github_headers, push_body
+
+
+def test_a_follower_shows_every_replica_and_refuses_a_replayed_delivery(tmp_path: Path) -> None:
+    upstream = tmp_path / "upstream.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(upstream)], check=True)
+    work = ConfigRepo(tmp_path / "work")
+    work.git("remote", "add", "origin", str(upstream))
+    work.commit_files({"apps/test-app.yaml": "overrides: {chunk_size: 256}\n"})
+    work.git("push", "--quiet", "origin", "main")
+    daemon = GitDaemon(tmp_path)
+    daemon.start()
+    redis = RedisServer(tmp_path)
+    redis.start()
+    env = {"LMCACHE_CONFIG_SERVER_WEBHOOK_SECRET": SECRET}
+    common = ["--repo", daemon.url("upstream.git"), "--poll-interval", "3600",
+              "--redis", redis.url, "--redis-interval", "0.3"]  # fmt: skip
+    two = ServerProcess(
+        tmp_path, "two", *common, "--workers", "2", "--replica-name", "two", env=env
+    )
+    one = ServerProcess(tmp_path, "one", *common, "--replica-name", "one", env=env)
+    try:
+        two.wait_ready()
+        one.wait_ready()
+
+        def both_seen_by_each_process() -> bool:
+            statuses = status_of_each(two)
+            return all(
+                sorted(r["name"] for r in status.get("replicas", [])) == ["one", "two"]
+                and status["shared"]["available"]
+                for status in statuses.values()
+            )
+
+        wait_until(both_seen_by_each_process, "the follower to list both replicas")
+        assert status_of_each(two)[1]["replica"] == "two"
+
+        # A delivery taken by replica "one" is a replay at either process of "two".
+        body = push_body()
+        headers = {**github_headers(body, secret=SECRET), "X-GitHub-Delivery": "delivery-1"}
+        code, answer = one.json("/webhook/github", body=body, headers=headers, method="POST")
+        assert code == 202, answer
+        replays = set()
+        for _ in range(40):  # new connections: the kernel sends some to the follower
+            code, answer = two.json("/webhook/github", body=body, headers=headers, method="POST")
+            replays.add((code, answer.get("accepted"), answer.get("reason")))
+        assert replays == {(200, False, "delivery already received")}, replays
+        follower_lines = [
+            line for line in two.log().splitlines()
+            if "[worker 1] server.access" in line and "/webhook/" in line
+        ]  # fmt: skip
+        assert follower_lines, "no webhook reached the follower"
+    finally:
+        assert two.stop() == 0
+        assert one.stop() == 0
+        redis.kill()
+        daemon.stop()
