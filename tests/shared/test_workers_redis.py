@@ -66,3 +66,40 @@ def test_a_follower_shows_every_replica_and_refuses_a_replayed_delivery(tmp_path
         assert one.stop() == 0
         redis.kill()
         daemon.stop()
+
+
+def test_a_replica_that_dies_shows_stale_then_leaves(tmp_path: Path) -> None:
+    upstream = tmp_path / "upstream.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(upstream)], check=True)
+    work = ConfigRepo(tmp_path / "work")
+    work.git("remote", "add", "origin", str(upstream))
+    work.commit_files({"apps/test-app.yaml": "overrides: {chunk_size: 256}\n"})
+    work.git("push", "--quiet", "origin", "main")
+    daemon = GitDaemon(tmp_path)
+    daemon.start()
+    redis = RedisServer(tmp_path)
+    redis.start()
+    common = ["--repo", daemon.url("upstream.git"), "--poll-interval", "3600",
+              "--redis", redis.url, "--redis-interval", "0.3"]  # fmt: skip
+    alive = ServerProcess(tmp_path, "alive", *common, "--replica-name", "alive")
+    doomed = ServerProcess(tmp_path, "doomed", *common, "--replica-name", "doomed")
+    try:
+        alive.wait_ready()
+        doomed.wait_ready()
+
+        def doomed_is(stale: bool | None) -> bool:
+            _, status = alive.json("/status")
+            found = [r for r in status["replicas"] if r["name"] == "doomed"]
+            if stale is None:
+                return not found
+            return bool(found) and found[0]["stale"] is stale
+
+        wait_until(lambda: doomed_is(False), "the doomed replica to be live")
+        doomed.kill()  # SIGKILL: no goodbye, only its heartbeat stops
+        wait_until(lambda: doomed_is(True), "the dead replica to show stale")
+        wait_until(lambda: doomed_is(None), "the dead replica to drop out", timeout=20)
+    finally:
+        assert alive.stop() == 0
+        doomed.kill()
+        redis.kill()
+        daemon.stop()
