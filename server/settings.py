@@ -313,6 +313,12 @@ class Settings:
         "File holding the Redis password (instead of one in --redis); read at startup.",
         metavar="FILE",
     )
+    redis_ca_file: str = _setting(
+        "",
+        "CA certificate(s) (PEM) to verify a rediss:// server with, for a Redis whose "
+        "certificate a private CA signed; the system's CAs otherwise.",
+        metavar="FILE",
+    )
     replica_name: str = _setting(
         "",
         "This replica's name in Redis, /status and /fleet (default: $POD_NAME or the host "
@@ -546,8 +552,12 @@ def _check_redis(settings: Settings) -> None:
     if settings.redis_interval <= 0:
         raise SettingsError("--redis-interval must be a positive number of seconds")
     if not settings.redis:
-        if settings.redis_password_file:
-            raise SettingsError("--redis-password-file needs --redis")
+        for flag, value in (
+            ("--redis-password-file", settings.redis_password_file),
+            ("--redis-ca-file", settings.redis_ca_file),
+        ):
+            if value:
+                raise SettingsError(f"{flag} needs --redis")
         return
     url = urlsplit(settings.redis)
     if url.scheme not in {"redis", "rediss", "unix"}:
@@ -555,6 +565,8 @@ def _check_redis(settings: Settings) -> None:
         raise SettingsError(
             f"--redis must be a redis://, rediss:// or unix:// URL, not {url.scheme or 'none'}:"
         )
+    if settings.redis_ca_file and url.scheme != "rediss":
+        raise SettingsError("--redis-ca-file is for a rediss:// (TLS) --redis")
     if settings.redis_password_file and url.password:
         raise SettingsError("give the Redis password in --redis or --redis-password-file, not both")
 

@@ -97,6 +97,7 @@ def redis_target(settings: Settings, remote_for_display: str) -> RedisTarget | N
     return RedisTarget(
         url=settings.redis,
         password=password,
+        ca_file=settings.redis_ca_file or None,
         shown_url=redact_url(settings.redis),
         replica=replica_name(
             settings.replica_name, os.environ, socket.gethostname(), settings.port

@@ -127,9 +127,11 @@ class SharedState:
     # -- lifecycle (the app's cleanup_ctx) --
 
     def start(self) -> None:
+        tls: dict[str, Any] = {"ssl_ca_certs": self.target.ca_file} if self.target.ca_file else {}
         self._client = Redis.from_url(
             self.target.url,
             password=self.target.password,
+            **tls,
             decode_responses=True,
             socket_timeout=SOCKET_TIMEOUT,
             socket_connect_timeout=SOCKET_TIMEOUT,

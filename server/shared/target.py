@@ -22,6 +22,7 @@ class RedisTarget:
 
     url: str = dataclasses.field(repr=False)
     password: str | None = dataclasses.field(repr=False)
+    ca_file: str | None = None  # rediss:// signed by a private CA
     shown_url: str  # redacted
     replica: str
     namespace: str

@@ -103,3 +103,41 @@ def test_a_replica_that_dies_shows_stale_then_leaves(tmp_path: Path) -> None:
         doomed.kill()
         redis.kill()
         daemon.stop()
+
+
+def test_rediss_with_a_private_ca(tmp_path: Path) -> None:
+    cert, key = tmp_path / "redis-cert.pem", tmp_path / "redis-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    redis = RedisServer(tmp_path, tls=(cert, key))
+    redis.start()
+    work = ConfigRepo(tmp_path / "work")
+    work.commit_files({"apps/test-app.yaml": "overrides: {chunk_size: 256}\n"})
+    url = f"rediss://127.0.0.1:{redis.port}/0"
+    trusting = ServerProcess(
+        tmp_path, "trusting", "--repo", str(work.path), "--redis", url,
+        "--redis-ca-file", str(cert), "--redis-interval", "0.3",
+    )  # fmt: skip
+    refusing = ServerProcess(
+        tmp_path, "refusing", "--repo", str(work.path), "--redis", url, "--redis-interval", "0.3"
+    )
+    try:
+        trusting.wait_ready()
+        refusing.wait_ready()  # a Redis it cannot trust never keeps a replica from serving
+
+        def shared(server: ServerProcess) -> dict[str, object]:
+            _, status = server.json("/status")
+            return dict(status["shared"])
+
+        wait_until(lambda: shared(trusting)["available"] is True, "a TLS connection to Redis")
+        wait_until(lambda: shared(refusing).get("error") is not None, "an untrusted Redis refused")
+        assert shared(refusing)["available"] is False
+        assert "certificate" in str(shared(refusing)["error"]).lower()
+    finally:
+        assert trusting.stop() == 0
+        assert refusing.stop() == 0
+        redis.kill()

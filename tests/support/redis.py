@@ -19,7 +19,10 @@ def redis_server_path() -> str:
 class RedisServer:
     """Started and stopped by the test; ``start`` again after ``kill`` reuses the port."""
 
-    def __init__(self, base: Path, *, password: str | None = None) -> None:
+    def __init__(
+        self, base: Path, *, password: str | None = None, tls: tuple[Path, Path] | None = None
+    ) -> None:
+        self.tls = tls  # (certificate, key): TLS only, on ``port``
         self.dir = base / "redis"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -43,6 +46,11 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
+        if self.tls is not None:
+            cert, key = self.tls
+            args[args.index("--port") + 1] = "0"  # no plain-text port
+            args += ["--tls-port", str(self.port), "--tls-cert-file", str(cert),
+                     "--tls-key-file", str(key), "--tls-auth-clients", "no"]  # fmt: skip
         self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port)
 
