@@ -55,9 +55,13 @@ run: $(STAMP) example-repo
 # $(RUN_DIR)): a webhook or refresh at one reaches all, /fleet and /status show all. Ctrl-C
 # stops everything.
 REDIS_PORT ?= 6390
-run-replicas: $(STAMP) example-repo test-tools
+run-replicas: $(STAMP) example-repo
+	@command -v redis-server >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			$$SUDO apt-get install -y -qq redis-server >/dev/null; }
 	@mkdir -p $(RUN_DIR)/redis
-	@trap 'kill 0' INT TERM EXIT; \
+	@trap 'kill $$(jobs -p) 2>/dev/null' INT TERM EXIT; \
 	redis-server --port $(REDIS_PORT) --bind 127.0.0.1 --save '' --appendonly no \
 		--dir $(RUN_DIR)/redis --logfile redis.log & \
 	for i in 0 1 2; do \
