@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make run` needs only the runtime dependencies (pyproject's base); tests, lint and bench
+# add the [dev] toolchain on top (about 450 MB with playwright, mypy, ruff...).
+RUN_STAMP := $(VENV)/.installed-run
 # The real LMCache engine (torch on CPU) has a venv of its own: about 1.9 GB, which
 # `make test` never needs.
 ENGINE_VENV := .venv-engine
@@ -17,20 +20,25 @@ PORT ?= 8088
 GIT_AS_MAKE := git -c user.name="lmcache-config-server example" -c user.email=example@localhost \
 	-c commit.gpgsign=false
 
-.PHONY: run run-replicas test test-engine lint fmt docs bench test-tools example-repo clean help
+.PHONY: run run-replicas test test-engine test-min-deps lint fmt docs bench test-tools example-repo clean help
 
 help:
 	@echo "make run          start the server on the bundled example repo (port $(PORT))"
 	@echo "make run-replicas three replicas sharing a local redis-server (ports $(PORT)-$$(($(PORT)+2)))"
 	@echo "make test         run the test suite"
 	@echo "make test-engine  start the real LMCache 0.5.6 engine against the server (own venv, $(ENGINE_VENV))"
+	@echo "make test-min-deps the tests on the declared minimum dependency versions (own venv, $(MIN_VENV))"
 	@echo "make lint         mypy --strict, ruff, and the layer contracts (.importlinter)"
 	@echo "make bench        benchmarks: figures printed and written as JSON to bench/results/"
 	@echo "make example-repo commit config-repo-example/ into $(EXAMPLE_GIT)"
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	# The real LMCache client, for protocol tests: its config loader needs no torch/CUDA.
 	$(BIN)/pip install --quiet --no-deps lmcache==0.5.6
@@ -47,7 +55,7 @@ example-repo:
 			commit --quiet -m "Update from config-repo-example/"
 	@echo "example repo: $(EXAMPLE_GIT) at $$(git --git-dir=$(EXAMPLE_GIT) rev-parse --short HEAD)"
 
-run: $(STAMP) example-repo
+run: $(RUN_STAMP) example-repo
 	$(BIN)/lmcache-config-server serve --repo $(EXAMPLE_GIT) --ref main \
 		--port $(PORT) --data-dir $(RUN_DIR)/data --poll-interval 5
 
@@ -55,7 +63,7 @@ run: $(STAMP) example-repo
 # $(RUN_DIR)): a webhook or refresh at one reaches all, /fleet and /status show all. Ctrl-C
 # stops everything.
 REDIS_PORT ?= 6390
-run-replicas: $(STAMP) example-repo
+run-replicas: $(RUN_STAMP) example-repo
 	@command -v redis-server >/dev/null 2>&1 || { \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
@@ -74,13 +82,15 @@ run-replicas: $(STAMP) example-repo
 # Tests use real programs from Debian: Chromium (driven by Playwright, no browser
 # download) for the dashboard, OpenSSH's server for git over ssh, and a C compiler for the
 # shim that steps a server's wall clock (tests/support/wallstep.c), and redis-server for
-# --redis (tests start their own on a free port; the system service is never used).
+# --redis (tests start their own on a free port; the system service is never used), and
+# promtool (Debian's prometheus package) for the PrometheusRule in deploy/kubernetes/monitoring.
 test-tools:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
 	command -v cc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages for the tests:$$missing"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
@@ -105,6 +115,20 @@ $(ENGINE_STAMP):
 # The server runs from $(VENV), as in `make test`; only the engine runs from $(ENGINE_VENV).
 test-engine: $(STAMP) $(ENGINE_STAMP)
 	$(BIN)/pytest -m engine tests/engine
+
+# Declared floors must be true: a fresh venv gets each runtime dependency at exactly its
+# `>=` floor (scripts/min_constraints.py), the dev tools at whatever those allow, then the
+# suite runs. Made anew each time, so a lowered floor is really installed.
+MIN_VENV := .venv-min
+test-min-deps: test-tools
+	rm -rf $(MIN_VENV)
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/pip install --quiet --upgrade pip
+	$(PYTHON) scripts/min_constraints.py > $(MIN_VENV)/constraints.txt
+	$(MIN_VENV)/bin/pip install --quiet -c $(MIN_VENV)/constraints.txt -e '.[dev]'
+	$(MIN_VENV)/bin/pip check
+	$(MIN_VENV)/bin/pip install --quiet --no-deps lmcache==0.5.6
+	$(MIN_VENV)/bin/pytest
 
 # Types, style, and the layers of server/ (.importlinter; scripts/check_import_order.py
 # for the one rule import-linter cannot see).
@@ -132,4 +156,4 @@ docs: $(STAMP)
 	$(BIN)/python scripts/update_docs.py
 
 clean:
-	rm -rf $(VENV) $(ENGINE_VENV) $(RUN_DIR)
+	rm -rf $(VENV) $(ENGINE_VENV) $(MIN_VENV) $(RUN_DIR)

@@ -340,6 +340,28 @@ def env_var_name(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
 
 
+# LMCACHE_CONFIG_SERVER_SECRET_<NAME> holds a ${secret:NAME} value (sync.secrets): no setting.
+SECRET_ENV_PREFIX = ENV_PREFIX + "SECRET_"
+
+
+def unknown_env_vars(environ: Mapping[str, str]) -> list[str]:
+    """One warning per LMCACHE_CONFIG_SERVER_* variable that names no setting, with the nearest
+    name: a typo would otherwise leave its setting at the default without a word. Names only,
+    never a value (it may be a secret)."""
+    suffixes = [field.name.upper() for field in SETTING_FIELDS]
+    warnings = []
+    for name in sorted(environ):
+        suffix = name[len(ENV_PREFIX) :]
+        if not name.startswith(ENV_PREFIX) or name.startswith(SECRET_ENV_PREFIX):
+            continue
+        if suffix in suffixes:
+            continue
+        close = difflib.get_close_matches(suffix.upper(), suffixes, n=1)
+        hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
+        warnings.append(f"environment variable {name} is not a setting and is ignored{hint}")
+    return warnings
+
+
 def flag_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 

@@ -25,7 +25,7 @@ import orjson
 
 from .redact import redact
 
-Fields = Mapping[str, str | int | float | bool | None]
+Fields = Mapping[str, str | int | float | bool | list[str] | None]
 
 # An incoming X-Request-Id is kept only when it looks like an id: no spaces, no
 # control characters, nothing that could forge a log line or carry a payload.
@@ -61,6 +61,8 @@ class _KeyValues:
                 text = str(value).lower()
             elif isinstance(value, float):
                 text = f"{value:.2f}"
+            elif isinstance(value, list):
+                text = json.dumps(value)  # one line: newlines inside become \n
             else:
                 text = str(value)
                 if not text or _NEEDS_QUOTES.search(text):
@@ -102,6 +104,8 @@ class JsonFormatter(logging.Formatter):
         message = record.args[0] if isinstance(record.args, tuple) and record.args else None
         if record.msg == "%s" and isinstance(message, _KeyValues):
             line["event"] = message.event
+            # Log pipelines key on "message": the event as the text format writes it.
+            line["message"] = str(message)
             line.update(message.fields)
         else:
             line["message"] = record.getMessage()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from ..base.redact import redact, remember_url
 from ..git.data_dir import DataDir
 from ..ops.metrics_env import prepare_metrics_dir
 from ..run.tls import tls_context
-from ..settings import ENV_PREFIX, add_setting_arguments, settings_from
+from ..settings import ENV_PREFIX, add_setting_arguments, settings_from, unknown_env_vars
 from ..web.auth import hash_token, new_token
 from . import authoring
 
@@ -52,7 +53,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What a command gets when its reader went away (`render ... | head`): the status of a
+# process killed by SIGPIPE, as coreutils give under `set -o pipefail`; no traceback.
+BROKEN_PIPE_STATUS = 128 + 13
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:
+            # Output still buffered meets the closed pipe here, inside the handler below,
+            # rather than at interpreter exit (where it would print "Exception ignored").
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # Nothing more can be written; point stdout at /dev/null so the exit's flush is quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return BROKEN_PIPE_STATUS
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "hash-token":
@@ -83,14 +105,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     log = logging.getLogger("server")
     remember_url(settings.repo)  # before the first line that shows it
+    for warning in unknown_env_vars(os.environ):
+        log.warning("%s", warning)
+    # Not the address: "listening on ..." follows once the port is really bound (run.serve).
     log.info(
-        "serving %s (ref %s%s) on %s://%s:%d, data dir %s%s",
+        "starting: %s (ref %s%s), data dir %s%s",
         redact(settings.repo),
         settings.ref,
         f", path {settings.path}" if settings.path else "",
-        "https" if ssl_context else "http",
-        settings.host,
-        settings.port,
         settings.data_dir,
         f", {settings.workers} worker processes" if settings.workers > 1 else "",
     )
@@ -98,11 +120,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         asyncio.run(serve(settings, ssl_context))
-    except SettingsError as exc:
+    except SettingsError as exc:  # a taken port, an unusable data dir... (each named)
         log.error("%s", exc.message)
         return 2
-    except OSError as exc:  # e.g. the port is taken
-        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
+    except OSError as exc:  # none of those: say what failed, never guess "listen"
+        log.error("cannot start: %s", exc)
         return 1
     log.info("stopped cleanly")
     return 0

@@ -15,6 +15,7 @@ Blocking; the record is read and written on the sync thread.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import json
 import os
@@ -70,6 +71,40 @@ class DataDir:
         return self.root / "metrics"
 
 
+def _file_in_the_way(path: Path) -> Path | None:
+    """``path`` or its nearest ancestor that exists, when that is not a directory."""
+    for candidate in (path, *path.parents):
+        if candidate.exists() or candidate.is_symlink():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def data_dir_problem(root: Path, exc: OSError) -> str:
+    """What is wrong with ``--data-dir`` (from the error creating or writing it), and the fix."""
+    where = f"--data-dir {root}"
+    fix = "give a --data-dir (or LMCACHE_CONFIG_SERVER_DATA_DIR) this user can write"
+    in_the_way = _file_in_the_way(root)
+    if in_the_way == root:
+        return f"{where} is a file, not a directory: move the file away, or {fix}"
+    if in_the_way is not None:
+        return f"{where} cannot be created: {in_the_way} is a file, not a directory; {fix}"
+    if exc.errno == errno.EROFS:
+        return f"{where} is on a read-only file system: {fix} (e.g. a volume or StateDirectory)"
+    if exc.errno == errno.EACCES:
+        return (
+            f"{where} is not writable by this user (uid {os.getuid()}): change its owner or "
+            f"mode, or {fix}"
+        )
+    if exc.errno == errno.EPERM:  # refused whoever asks: root too
+        return (
+            f"{where} refuses writes (operation not permitted: an immutable directory, "
+            f"chattr +i, or a read-only mount?): make it writable, or {fix}"
+        )
+    if exc.errno == errno.ENOSPC:
+        return f"{where}: no space left on its file system; free some, or {fix}"
+    return f"{where} cannot be used: {exc.strerror or exc}; {fix}"
+
+
 class DataDirLock:
     """An exclusive lock on the data directory: two servers must not share a mirror."""
 
@@ -78,8 +113,13 @@ class DataDirLock:
         self._file: IO[str] | None = None
 
     def acquire(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self._path.open("a+")
+        # The first write to the data dir: its problems are named here, not left to look
+        # like something else (a bare OSError used to be reported as a listen error).
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            handle = self._path.open("a+")
+        except OSError as exc:
+            raise SettingsError(data_dir_problem(self._path.parent, exc)) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from ..base.errors import SettingsError
+from ..git.data_dir import data_dir_problem
 
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -33,8 +34,8 @@ def prepare_metrics_dir(metrics_root: Path, processes: int) -> None:
     run_dir = metrics_root / f"run-{os.getpid()}"
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SettingsError(f"cannot create {run_dir} for --workers: {exc.strerror}") from None
+    except OSError as exc:  # the data dir's first write with --workers: the same causes
+        raise SettingsError(data_dir_problem(metrics_root.parent, exc)) from None
     os.environ[METRICS_ENV] = str(run_dir)
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..base.errors import NotReady
+from ..base.logs import log_event
 from ..base.tasks import OneThread, cancel_and_wait, guarded_task
 from ..config.snapshot import Snapshot
 from ..ops.fleet import FleetTable
@@ -251,10 +252,11 @@ class LeaderFollower:
             log.exception("cannot load commit %s that the leader serves", sha[:12])
             return f"cannot load {sha[:12]}: {type(exc).__name__}"
         if isinstance(outcome, Rejection):
-            log.error(
-                "commit %s, which the leader serves, does not validate here:\n  %s",
-                sha[:12],
-                "\n  ".join(str(issue) for issue in outcome.issues),
+            log_event(
+                log,
+                logging.ERROR,
+                "leader_commit_invalid_here",
+                {"commit": sha[:12], "errors": [str(issue) for issue in outcome.issues]},
             )
             return f"{sha[:12]} does not validate here ({len(outcome.issues)} error(s))"
         return outcome

@@ -255,7 +255,13 @@ def compose(
     elif target is not None and follower is not None:
         shared_view = RelayedShared(follower)
     metrics_dir = metrics_dir_in_use() if settings.workers > 1 else None
-    metrics = Metrics(str(metrics_dir) if metrics_dir is not None else None)
+    metrics = Metrics(
+        str(metrics_dir) if metrics_dir is not None else None,
+        # A follower reports its leader's process_* (its parent: spawned by the pool).
+        leader_pid=None if is_leader else os.getppid(),
+    )
+    if leader is not None:
+        leader.syncer.recorded.append(metrics.observe_sync)
     connections = ConnectionCounts()
     if shared is not None:
         metrics.registry.register(SharedCollector(shared))

@@ -20,14 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
 import os
+import resource
 import signal
 import socket
 import ssl
+from collections.abc import Callable
 
 from aiohttp import web
 
+from ..base.errors import SettingsError
 from ..base.logs import configure_logging
 from ..config.schema import load_schema
 from ..processes.pool import shared_generation
@@ -44,6 +48,16 @@ workers_log = logging.getLogger("server.workers")
 
 # After the drain: time for responses already handed to aiohttp to be written.
 FINAL_WRITE_GRACE = 2.0
+
+
+def disable_core_dumps() -> None:
+    """Set RLIMIT_CORE to 0, soft and hard, for this process and those it starts.
+
+    A core dump holds the process's memory: resolved ``${secret:...}`` values,
+    the webhook secret, the git token. With the hard limit 0 too, nothing later
+    in the process (or a ``ulimit -c unlimited`` shell's setting) brings them back.
+    """
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 def load_schema_quietly() -> None:
@@ -84,6 +98,35 @@ def shared_listener(settings: Settings, *, first: bool) -> socket.socket:
     return socket.create_server(address, family=family, reuse_port=True)
 
 
+def listen_problem(host: str, port: int, exc: OSError) -> str:
+    """Why the port cannot be listened on, and what to do about it (startup: exit 2)."""
+    where = f"cannot listen on {address_text(host, port)}"
+    other_port = "pick another port: --port N, LMCACHE_CONFIG_SERVER_PORT=N, or make run PORT=N"
+    if exc.errno == errno.EADDRINUSE:
+        # Which process holds it is not ours to find out (it may be another user's).
+        return f"{where}: the port is already in use (by what is not known here); {other_port}"
+    if exc.errno == errno.EACCES:
+        return f"{where}: permission denied (ports below 1024 need privileges); {other_port}"
+    if isinstance(exc, socket.gaierror) or exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+        return (
+            f"{where}: {host} is not an address of this machine ({exc.strerror}); "
+            "set --host (or LMCACHE_CONFIG_SERVER_HOST): 127.0.0.1, or 0.0.0.0 for every address"
+        )
+    return f"{where}: {exc.strerror or exc}"
+
+
+def address_text(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _listening(make: Callable[[], socket.socket], settings: Settings) -> socket.socket:
+    """The socket ``make`` binds; a bind error as a SettingsError that names its cause."""
+    try:
+        return make()
+    except OSError as exc:
+        raise SettingsError(listen_problem(settings.host, settings.port, exc)) from None
+
+
 def _stop_on(signum: int, stop: asyncio.Event) -> None:
     if signum == signal.SIGHUP and not stop.is_set():
         log.info("SIGHUP: draining and stopping (settings and files are read at startup)")
@@ -109,12 +152,16 @@ async def serve(
     settings: Settings, ssl_context: ssl.SSLContext | None = None, role: ProcessRole = LEADER
 ) -> None:
     """Serve until SIGTERM/SIGINT, then shut down gracefully. Startup errors propagate."""
+    disable_core_dumps()  # first: before any secret is read into memory
     load_schema_quietly()
     listener: socket.socket | None = None
     if role.is_leader and settings.workers > 1:
-        listener = shared_listener(settings, first=True)
+        listener = _listening(lambda: shared_listener(settings, first=True), settings)
         settings = dataclasses.replace(settings, port=listener.getsockname()[1])
         role = dataclasses.replace(role, live=shared_generation())
+    elif role.is_leader:
+        # Bound before the data dir is taken and git is fetched: a taken port fails at once.
+        listener = _listening(lambda: single_listener(settings), settings)
     app = create_app(settings, role, follower_entry=follower_main, on_leader_gone=stop_this_process)
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=FINAL_WRITE_GRACE
@@ -131,12 +178,8 @@ async def serve(
         # the kernel would hand it workers to answer with 503.
         if not role.is_leader and not await _ready_or_stopped(app[SYNC].first_attempt_done, stop):
             return
-        if listener is None:
-            listener = (
-                shared_listener(settings, first=False)
-                if settings.workers > 1
-                else single_listener(settings)
-            )
+        if listener is None:  # a follower joins the leader's port only now
+            listener = _listening(lambda: shared_listener(settings, first=False), settings)
         limits = ConnectionLimits(
             max_connections=usable_connections(settings.max_connections),
             header_timeout=settings.header_timeout,
@@ -151,6 +194,10 @@ async def serve(
             runner, listener, limits=limits, counts=app[CONNECTIONS], ssl_context=ssl_context
         )
         await site.start()
+        if role.is_leader:  # only now: a port that cannot be bound is never said to listen
+            host, port = listener.getsockname()[:2]
+            scheme = "https" if ssl_context else "http"
+            log.info("listening on %s://%s", scheme, address_text(host, port))
         await stop.wait()
 
         followers = app.get(FOLLOWERS)
@@ -189,10 +236,11 @@ def follower_main(
         asyncio.run(serve(settings, context, ProcessRole(index, link, live)))
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group
         pass
-    except OSError as exc:
-        workers_log.error(
-            "worker %d cannot listen on %s:%d: %s", index, settings.host, settings.port, exc
-        )
+    except SettingsError as exc:  # its message names the cause (listen_problem)
+        workers_log.error("worker %d: %s", index, exc.message)
+        raise SystemExit(1) from None
+    except OSError as exc:  # not a listen error (those are SettingsErrors above)
+        workers_log.error("worker %d cannot start: %s", index, exc)
         raise SystemExit(1) from None
     except Exception:  # through our log (redacted, in its format), not multiprocessing's
         workers_log.exception("worker %d failed", index)

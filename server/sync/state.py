@@ -64,6 +64,17 @@ class SyncRecord:
     old_commit: str | None
     new_commit: str | None
     error: str | None = None
+    # Later syncs that came to the same (unchanged, still rejected): counted, not recorded.
+    repeats: int = 0
+
+    def same_outcome(self, other: SyncRecord) -> bool:
+        """Whether ``other`` changed nothing this record had not said already."""
+        return (self.result, self.old_commit, self.new_commit, self.error) == (
+            other.result,
+            other.old_commit,
+            other.new_commit,
+            other.error,
+        )
 
     def as_json(self) -> dict[str, object]:
         return dataclasses.asdict(self)

@@ -117,6 +117,8 @@ class Syncer:
         self.generation = 0
         # Called on the event loop after every sync outcome (the follower pool relays it).
         self.listeners: list[Callable[[], None]] = []
+        # Called on the event loop with every sync's record (the sync-duration histogram).
+        self.recorded: list[Callable[[SyncRecord], None]] = []
         # Called (on the event loop) with each requested sync's trigger: with --redis the
         # other replicas are told of webhooks and refreshes (shared.replicas).
         self.requested: list[Callable[[SyncTrigger], None]] = []
@@ -504,7 +506,13 @@ class Syncer:
                     if outcome == rejected and outcome != old
                     else SyncResult.UNCHANGED
                 )
-                return self._keep(_record(trigger, started, result, old, old))
+                # Still rejected: said as the rejection was, so the record counts it.
+                still = (
+                    f"{len(last.issues)} error(s)"
+                    if result is SyncResult.REJECTED and last
+                    else None
+                )
+                return self._keep(_record(trigger, started, result, old, old, still))
             if isinstance(outcome, Rejection):
                 self._reject(outcome)
                 return self._keep(
@@ -577,11 +585,11 @@ class Syncer:
             outcome = await self._thread.run(self._pin_blocking, rev, self._in_use(served))
             if isinstance(outcome, Rejection):
                 errors = tuple(str(issue) for issue in outcome.issues)
-                log.warning(
-                    "pin to %s by %s refused: it does not validate now:\n  %s",
-                    outcome.commit.sha[:12],
-                    by,
-                    "\n  ".join(errors),
+                log_event(
+                    log,
+                    logging.WARNING,
+                    "pin_refused",
+                    {"commit": outcome.commit.sha[:12], "by": by, "errors": list(errors)},
                 )
                 raise CommitRejected(
                     f"commit {outcome.commit.sha[:12]} does not validate now "
@@ -641,24 +649,51 @@ class Syncer:
         return PinChange(pin=None, previous=previous, scope=store.scope, record=record)
 
     def _reject(self, rejection: Rejection) -> None:
+        previous = self.state.last_rejection
+        again = (
+            previous is not None
+            and previous.commit.sha == rejection.commit.sha
+            and previous.issues == rejection.issues
+        )
         self.state.last_rejection = rejection
         self.state.rejected_commits += 1
         served = self.holder.served_sha
-        log.error(
-            "commit %s rejected (%d error(s)); still serving %s:\n  %s",
-            rejection.commit.sha[:12],
-            len(rejection.issues),
-            served[:12] if served else "nothing",
-            "\n  ".join(str(issue) for issue in rejection.issues),
+        # One event, one line: the errors as a list (JSON) or quoted (text). A commit
+        # rejected again for the same reasons (a server-side retry) is not logged again.
+        log_event(
+            log,
+            logging.DEBUG if again else logging.ERROR,
+            "rejected",
+            {
+                "commit": rejection.commit.sha[:12],
+                "serving": served[:12] if served else None,
+                "count": len(rejection.issues),
+                "errors": [str(issue) for issue in rejection.issues],
+            },
         )
 
     def _keep(self, record: SyncRecord) -> SyncRecord:
         self.state.last_sync = record
-        self.state.recent.append(record)
+        recent = self.state.recent
+        # A poll that changed nothing (unchanged, still rejected) adds no record and no log
+        # line: the last record counts it, so the history keeps the events that mattered.
+        quiet = record.result in {SyncResult.UNCHANGED, SyncResult.REJECTED}
+        if quiet and recent and recent[-1].same_outcome(record):
+            recent[-1] = dataclasses.replace(
+                recent[-1], finished_at=record.finished_at, repeats=recent[-1].repeats + 1
+            )
+        else:
+            recent.append(record)
+            quiet = False
         self.state.attempts[record.trigger] += 1
         if record.result is SyncResult.FAILED:
             self.state.failures[record.trigger] += 1
-        self._log(record)
+        self._log(record, quiet=quiet)
+        for hook in self.recorded:
+            try:
+                hook(record)
+            except Exception:  # a metric's bug must not end the sync loop
+                log.exception("a sync record hook failed")
         self._notify()
         return record
 
@@ -669,9 +704,12 @@ class Syncer:
             except Exception:  # a listener's bug must not end the sync loop
                 log.exception("a sync listener failed")
 
-    def _log(self, record: SyncRecord) -> None:
-        """The one line per sync: what triggered it, what came of it, what is served now."""
+    def _log(self, record: SyncRecord, *, quiet: bool = False) -> None:
+        """The one line per sync: what triggered it, what came of it, what is served now
+        (at debug for a sync that changed nothing the last one had not said)."""
         level = logging.WARNING if record.result is SyncResult.FAILED else logging.INFO
+        if quiet:
+            level = logging.DEBUG
         snapshot = self.holder.current
         changed = record.result in {SyncResult.UPDATED, SyncResult.RESTORED}
         log_event(

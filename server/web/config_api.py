@@ -56,14 +56,15 @@ async def handle_config(request: web.Request) -> web.Response:
             # The message names variables only, never their values.
             log.warning("config app=%s denied: %s", app_id or "-", denied.message)
             raise
-    request.app[FLEET].record(
-        app_id=app_id,
-        env=body.env,
-        instance_id=body.instance_id,
-        peer=request.remote,
-        commit=snapshot.commit.sha,
-        now=time.time(),
-    )
+    if request.method != "HEAD":  # a HEAD is a check (a probe, curl -I), not a worker starting
+        request.app[FLEET].record(
+            app_id=app_id,
+            env=body.env,
+            instance_id=body.instance_id,
+            peer=request.remote,
+            commit=snapshot.commit.sha,
+            now=time.time(),
+        )
     if settings.access_log:  # the fields only the access log line reads
         access: Fields = {
             "app": app_id,
@@ -98,5 +99,5 @@ def _unknown_app(request: web.Request, snapshot: Snapshot, app_id: str, *, refus
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_route("GET", "/config", handle_config)
+    app.router.add_get("/config", handle_config)  # add_get: HEAD too, answered like GET
     app.router.add_route("POST", "/config", handle_config)

@@ -214,7 +214,27 @@ def setup_dashboard(app: web.Application) -> None:
         finalize=_printable,
         filters={"age": _age, "clock": _clock},
     )
-    app.router.add_get("/dashboard", overview)
-    app.router.add_get("/dashboard/apps", apps)
-    app.router.add_get("/dashboard/apps/{app_id}", app_detail)
-    app.router.add_get("/dashboard/fleet", fleet_view)
+    pages = {
+        "/dashboard": overview,
+        "/dashboard/apps": apps,
+        "/dashboard/apps/{app_id}": app_detail,
+        "/dashboard/fleet": fleet_view,
+    }
+    for path, handler in pages.items():
+        app.router.add_get(path, handler)  # add_get: HEAD too
+        app.router.add_get(path + "/", without_slash)
+    # A person opening the server's address expects the dashboard.
+    app.router.add_get("/", to_dashboard)
+
+
+async def to_dashboard(request: web.Request) -> web.Response:
+    """``/``: the dashboard (302: the root may serve something else one day)."""
+    return web.Response(status=302, headers={"Location": "/dashboard"})
+
+
+async def without_slash(request: web.Request) -> web.Response:
+    """A dashboard page asked for with a trailing slash: the same page (308), query kept."""
+    location = request.rel_url.raw_path.rstrip("/")  # as sent: an app id's escapes kept
+    if request.rel_url.raw_query_string:
+        location += "?" + request.rel_url.raw_query_string
+    return web.Response(status=308, headers={"Location": location})

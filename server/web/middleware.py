@@ -2,9 +2,11 @@
 
 In order: a request id (an incoming ``X-Request-Id`` kept when it looks like
 one), authorization (``authorize.authorize``), the handler, the exception
-hierarchy mapped to JSON errors, then one log line and the request's metrics,
-whatever the outcome. It is one middleware rather than three because each
-middleware layer costs a measurable share of /config throughput.
+hierarchy mapped to JSON errors (HTML pages on the dashboard's routes; aiohttp's
+own headers, such as a 405's ``Allow``, kept; ``Retry-After`` on every 503),
+then one log line and the request's metrics, whatever the outcome. It is one
+middleware rather than three because each middleware layer costs a measurable
+share of /config throughput.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from ..base.errors import BodyTooLarge, ConfigServerError, Unauthorized
 from ..base.logs import REQUEST_ID_HEADER, log_event, request_id_from
@@ -29,7 +31,7 @@ from .keys import (
     REQUEST_ID,
     SETTINGS,
 )
-from .params import json_error
+from .params import error_page, is_page, json_error, retry_after
 
 log = logging.getLogger("server.access")
 error_log = logging.getLogger("server.http_api")
@@ -43,13 +45,34 @@ QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 CLIENT_GONE = 499
 
 
+def _error(
+    request: web.Request,
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, object] | None = None,
+) -> web.Response:
+    """The error answer: a page for a person at the dashboard, JSON for every API."""
+    # Every 503 says when to come back (clients and browsers honour Retry-After).
+    wait = retry_after(request.app[SETTINGS].poll_interval) if status == 503 else None
+    try:
+        page = error_page(request, status, code, message, wait) if is_page(request.path) else None
+    except Exception:  # a page that cannot render must not hide the error: JSON then
+        error_log.exception("the error page for %s could not be rendered", request.path[:100])
+        page = None
+    response = page if page is not None else json_error(status, code, message, details)
+    if wait is not None:
+        response.headers[hdrs.RETRY_AFTER] = wait
+    return response
+
+
 async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The handler's response, or the JSON error for what it raised."""
+    """The handler's response, or the error answer for what it raised."""
     try:
         authorize(request)
         return await handler(request)
     except ConfigServerError as exc:
-        response = json_error(exc.status, exc.code, exc.message, exc.details())
+        response = _error(request, exc.status, exc.code, exc.message, exc.details())
         if isinstance(exc, Unauthorized):
             response.headers["WWW-Authenticate"] = REALM
         return response
@@ -58,12 +81,20 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
             f"request body is larger than the limit of {request.app[SETTINGS].max_body_bytes} "
             "bytes (--max-body-bytes)"
         )
-        return json_error(too_large.status, too_large.code, too_large.message)
+        return _error(request, too_large.status, too_large.code, too_large.message)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         code = exc.reason.lower().replace(" ", "_")
-        return json_error(exc.status, code, f"{exc.reason}: {request.method} {request.path}")
+        response = _error(
+            request, exc.status, code, f"{exc.reason}: {request.method} {request.path}"
+        )
+        # aiohttp's headers say what its status means (a 405's Allow): kept, but not
+        # those describing its plain-text body, which the answer above replaced.
+        for name, value in exc.headers.items():
+            if name.lower() not in ("content-type", "content-length"):
+                response.headers[name] = value
+        return response
     except asyncio.CancelledError:
         raise
     except ConnectionResetError:
@@ -79,7 +110,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
             request.path[:100],
             request.get(REQUEST_ID),
         )
-        return json_error(500, "internal", "internal server error; see the server log")
+        return _error(request, 500, "internal", "internal server error; see the server log")
 
 
 @web.middleware
@@ -96,6 +127,9 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
     try:
         response = await _answer(request, handler)
         status = response.status
+        if status == 503 and hdrs.RETRY_AFTER not in response.headers and not response.prepared:
+            # A handler's own 503 (/readyz) says when to come back too.
+            response.headers[hdrs.RETRY_AFTER] = retry_after(request.app[SETTINGS].poll_interval)
         response.headers[REQUEST_ID_HEADER] = request_id
         if tracker.draining:
             response.force_close()  # shutting down: no further requests on this connection

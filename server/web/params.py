@@ -1,4 +1,5 @@
-"""What handlers share to read a request and to answer an error: parameters and JSON errors.
+"""What handlers share to read a request and to answer an error: parameters, JSON errors,
+and the HTML error page of the dashboard's routes.
 
 The middleware, authorization and every handler use these, so no part of the
 web layer imports a handler module for its helpers.
@@ -7,9 +8,12 @@ web layer imports a handler module for its helpers.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Mapping
+from http import HTTPStatus
 from typing import TypeVar
 
+import aiohttp_jinja2
 from aiohttp import web
 
 from ..base.errors import BodyTimeout, InvalidAppId, InvalidParameter
@@ -26,6 +30,37 @@ def json_error(
 ) -> web.Response:
     error = {"status": status, "code": code, "message": message, **(details or {})}
     return web.json_response({"error": error}, status=status)
+
+
+def is_page(path: str) -> bool:
+    """Whether ``path`` is one a person opens in a browser (the dashboard): its errors are
+    pages; everything else is an API, whose errors stay JSON."""
+    return path in ("/", "/dashboard") or path.startswith("/dashboard/")
+
+
+def error_page(
+    request: web.Request, status: int, code: str, message: str, retry_after: str | None = None
+) -> web.Response:
+    """An error as a dashboard page (the same status, code and message as the JSON one)."""
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:  # 499: nginx's, not the standard's
+        reason = ""
+    context = {
+        "page": "",
+        "status": status,
+        "reason": reason,
+        "code": code,
+        "message": message,
+        "retry_after": retry_after,
+    }
+    return aiohttp_jinja2.render_template("error.html", request, context, status=status)
+
+
+def retry_after(poll_interval: float) -> str:
+    """Retry-After for a 503, in seconds: what ends it (a first sync, a busy moment) comes
+    within a poll; bounded to 1-60 so no client spins, nor waits out --poll-interval 3600."""
+    return str(min(60, max(1, math.ceil(poll_interval))))
 
 
 def parse_app_id(request: web.Request, name: str = "appId") -> str | None:

@@ -18,6 +18,7 @@ import hmac
 import json
 import logging
 from typing import Any
+from urllib.parse import parse_qs
 
 from aiohttp import web
 
@@ -170,13 +171,39 @@ def check_and_parse(
         log.warning("webhook (%s) refused: missing or bad signature", provider)
         raise Unauthorized(f"missing or invalid {provider} webhook signature")
     event = headers.get(dict(_EVENT_HEADERS)[provider], "")
+    # Decoded only now: the signature is over the raw bytes, whatever their encoding.
+    text = _json_text(headers.get("Content-Type", ""), body)
     try:
-        payload = json.loads(body) if body.strip() else {}
+        payload = json.loads(text) if text.strip() else {}
     except ValueError as exc:
-        raise MalformedBody(f"webhook body is not JSON: {exc}") from None
+        raise MalformedBody(
+            f"webhook body is not JSON: {exc}; set the webhook's content type to "
+            "application/json (form-encoded payload=... is accepted too)"
+        ) from None
     if not isinstance(payload, dict):
         raise MalformedBody("webhook body must be a JSON object")
     return event, payload
+
+
+_FORM = "application/x-www-form-urlencoded"
+
+
+def _json_text(content_type: str, body: bytes) -> bytes | str:
+    """The JSON of a delivery: the body itself, or the ``payload`` field of a form-encoded
+    one (GitHub's default content type, also Gitea's form option)."""
+    if content_type.split(";", 1)[0].strip().lower() != _FORM:
+        return body
+    try:
+        fields = parse_qs(body.decode("ascii"), strict_parsing=True, max_num_fields=100)
+    except (UnicodeDecodeError, ValueError):
+        fields = {}
+    payloads = fields.get("payload", [])
+    if len(payloads) != 1:
+        raise MalformedBody(
+            f"a form-encoded webhook ({_FORM}) must carry one payload=<JSON> field; or set "
+            "the webhook's content type to application/json"
+        )
+    return payloads[0]
 
 
 def delivery_id(provider: str, headers: Any) -> str:

@@ -51,7 +51,9 @@ def test_ci_and_pre_commit_files_run_validate_and_diff() -> None:
     steps = workflow["jobs"]["validate-and-diff"]["steps"]
     commands = " ".join(step.get("run", "") for step in steps)
     assert "lmcache-config-server validate --ref HEAD" in commands
-    assert 'lmcache-config-server diff "origin/${{ github.base_ref }}" HEAD' in commands
+    # The base branch comes in through env (BASE_REF), never expanded into the script.
+    assert 'lmcache-config-server diff "origin/${BASE_REF}" HEAD' in commands
+    assert "${{" not in commands
     assert "gh pr comment" in commands
     hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
     config = yaml.safe_load((EXAMPLE / ".pre-commit-config.yaml").read_text())

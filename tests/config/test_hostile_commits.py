@@ -141,7 +141,8 @@ def test_a_file_name_cannot_write_a_log_line(tmp_path: Path, config_repo: Config
     log = server.log()
     assert "\x1b" not in log
     assert not [line for line in log.splitlines() if line.startswith("2026-01-01 00:00:00,000")]
-    assert "apps/x\\n2026-01-01 00:00:00,000 INFO server.sync" in log
+    # Printed escaped (and, inside the JSON list of errors, escaped once more), never raw.
+    assert "apps/x\\\\n2026-01-01 00:00:00,000 INFO server.sync" in log
 
 
 async def test_a_file_name_that_is_not_utf8_never_breaks_a_page(

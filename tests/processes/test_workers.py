@@ -198,9 +198,16 @@ def test_metrics_and_fleet_cover_both_processes(
 
     for status in status_of_each(server).values():
         assert status["fleet_instances_tracked"] == requests
+    started: set[str] = set()
     for _ in range(10):  # scrapes land on either process; each counts both
         _, _, metrics = server.request("/metrics")
         text = metrics.decode()
+        # process_* are the leader's from either process; GC counts cannot be read across.
+        started |= {line for line in text.splitlines() if line.startswith("process_start_time")}
+        assert "python_gc_" not in text
+        assert (
+            'lmcache_config_sync_duration_seconds_count{result="updated",trigger="startup"}' in text
+        )
         assert f'lmcache_config_requests_total{{app="test-app",status="200"}} {requests}.0' in text
         assert f"lmcache_config_request_duration_seconds_count {requests}.0" in text
         fleet_lines = [
@@ -208,6 +215,7 @@ def test_metrics_and_fleet_cover_both_processes(
         ]
         assert fleet_lines, text
         assert fleet_lines[0].endswith(f" {requests}.0"), fleet_lines
+    assert len(started) == 1, started
     _, fleet = server.json("/fleet?app=test-app")
     assert {w["instance_id"] for w in fleet["apps"]["test-app"]["workers"]} == {
         f"w{index}" for index in range(requests)
@@ -303,8 +311,8 @@ def test_a_second_server_cannot_join_a_port_in_use(
         tmp_path, "intruder", "--repo", str(repo.path), "--workers", "2", "--port", str(first.port)
     )
     try:
-        assert intruder.process.wait(timeout=30) == 1
+        assert intruder.process.wait(timeout=30) == 2
     finally:
         intruder.kill()
-    assert "cannot listen on" in intruder.log()
-    assert "Address already in use" in intruder.log()
+    assert f"cannot listen on 127.0.0.1:{first.port}: the port is already in use" in intruder.log()
+    assert "--port N, LMCACHE_CONFIG_SERVER_PORT=N, or make run PORT=N" in intruder.log()

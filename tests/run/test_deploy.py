@@ -108,15 +108,34 @@ def test_configmap_settings_load_and_match_the_mounts() -> None:
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert "emptyDir" in volumes[mounts[settings.data_dir]]  # one data dir per pod
-    documents = k8s_documents()
+    documented = documented_secrets()
     for path in (settings.git_token_file, settings.webhook_secret_file, settings.auth_file):
         directory, key = path.rsplit("/", 1)
         secret_name = volumes[mounts[directory]]["secret"]["secretName"]
-        assert key in documents[("Secret", secret_name)]["stringData"]
+        assert key in documented[secret_name]
 
 
-def test_secrets_mounted_by_the_deployment_exist() -> None:
+def documented_secrets() -> dict[str, set[str]]:
+    """The Secrets deploy/kubernetes/README.md creates (`kubectl create secret`), and their keys."""
+    text = (K8S / "README.md").read_text().replace("\\\n", " ")
+    secrets: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        if not line.startswith("kubectl create secret generic "):
+            continue
+        argv = shlex.split(line)
+        keys = {
+            arg.split("=", 2)[1]
+            for arg in argv
+            if arg.startswith(("--from-file=", "--from-literal=")) and arg.count("=") >= 2
+        }
+        secrets[argv[4]] = keys
+    return secrets
+
+
+def test_no_secret_in_the_base_and_each_mounted_one_is_documented() -> None:
+    # An apply of the base must never overwrite real Secrets with placeholders.
     documents = k8s_documents()
+    assert not [name for kind, name in documents if kind == "Secret"]
     deployment = documents[("Deployment", "lmcache-config-server")]
     secrets = [
         volume["secret"]["secretName"]
@@ -124,11 +143,12 @@ def test_secrets_mounted_by_the_deployment_exist() -> None:
         if "secret" in volume
     ]
     assert len(secrets) == 3
+    documented = documented_secrets()
     for name in secrets:
-        assert documents[("Secret", name)]["stringData"]
+        assert documented[name], name
     for item in server_container().get("env", []):
         ref = item["valueFrom"]["secretKeyRef"]
-        assert ref["key"] in documents[("Secret", ref["name"])]["stringData"]
+        assert ref["key"] in documented[ref["name"]]
 
 
 def test_service_targets_the_server_port() -> None:
@@ -155,6 +175,22 @@ def test_example_settings_file_loads() -> None:
     values = load_settings_file(str(DEPLOY / "settings.example.yaml"))
     assert values["port"] == DEFAULTS.port
     assert values["log_format"] == "json"
+
+
+def test_systemd_install_steps_create_every_file_the_example_settings_name() -> None:
+    """Followed literally, the unit's install steps start a server: every /etc file its
+    settings name exists (an auth_file that is not there stops startup with exit 2)."""
+    values = load_settings_file(str(DEPLOY / "settings.example.yaml"))
+    unit = (DEPLOY / "systemd" / "lmcache-config-server.service").read_text()
+    steps = [line for line in unit.splitlines() if line.startswith("#   install ")]
+    created = {line.split()[-1] for line in steps}
+    named = {v for v in values.values() if isinstance(v, str) and v.startswith("/etc/")}
+    assert "/etc/lmcache-config-server/settings.yaml" in created
+    assert named <= created, named - created
+    # Auth stays one uncommented line away, with the steps that make its file.
+    example = (DEPLOY / "settings.example.yaml").read_text()
+    assert "# auth_file: /etc/lmcache-config-server/auth.yaml" in example
+    assert "hash-token" in example
 
 
 class CaseKeepingParser(configparser.ConfigParser):

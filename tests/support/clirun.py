@@ -43,3 +43,24 @@ def spawn(*argv: str, cwd: Path) -> CliResult:
         timeout=60,
     )
     return CliResult(result.returncode, result.stdout, result.stderr)
+
+
+def spawn_into_closed_pipe(*argv: str, cwd: Path, env: dict[str, str] | None = None) -> CliResult:
+    """The CLI as a separate process whose stdout is a pipe nobody reads any more, as in
+    ``render ... | head`` once head has exited: the read end is closed before the command
+    writes its first byte, so its first write meets EPIPE (no race with the pipe's buffer)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "server", *argv],
+            cwd=cwd,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    return CliResult(result.returncode, "", result.stderr)
