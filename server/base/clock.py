@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from datetime import UTC, datetime
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,3 +27,15 @@ class Moment:
     def seconds_until(self, later: Moment) -> float:
         """The time from this moment to ``later``, whatever the wall clock did meanwhile."""
         return max(0.0, later.monotonic - self.monotonic)
+
+
+def rfc3339(timestamp: float | None) -> str | None:
+    """A wall-clock time as RFC 3339 in UTC (``2026-12-01T23:53:38.123Z``): every time the
+    server shows; numbers are kept for durations only."""
+    if timestamp is None:
+        return None
+    try:
+        moment = datetime.fromtimestamp(timestamp, UTC)
+    except (ValueError, OverflowError, OSError):  # no calendar holds it: say so, never fail
+        return f"@{timestamp:.0f}"
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

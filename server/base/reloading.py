@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
+from .clock import rfc3339
 from .errors import ConfigServerError
 
 T = TypeVar("T")
@@ -110,9 +111,9 @@ class ReloadStatus:
     def as_json(self) -> dict[str, object]:
         return {
             "path": self.path,
-            "loaded_at": self.loaded_at,
+            "loaded_at": rfc3339(self.loaded_at),
             "error": self.error,
-            "error_since": self.error_since,
+            "error_since": rfc3339(self.error_since),
         }
 
 

@@ -13,21 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..base.clock import rfc3339
 from ..base.errors import PinUnreadable
 from .data_dir import SHA_RE, write_json_atomically
 
 # Bounds what an operator's reason may cost in logs, /status and the dashboard.
 MAX_REASON_CHARS = 500
-
-
-def rfc3339(timestamp: float) -> str:
-    return (
-        datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

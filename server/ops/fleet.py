@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
+from ..base.clock import rfc3339
+
 # Identity values come from the request; cap their size so that a worker cannot
 # make one entry large.
 MAX_VALUE_CHARS = 256
@@ -61,7 +63,7 @@ class Sighting(NamedTuple):
             "env": dict(self.env),
             "peer": self.peer,
             "commit": self.commit,
-            "seen_at": self.seen_at,
+            "seen_at": rfc3339(self.seen_at),
             "behind": served is not None and self.commit != served,
         }
         if self.replica is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..base.clock import Moment
+from ..base.clock import Moment, rfc3339
 from ..base.reloading import ReloadStatus
 from ..config.hints import app_file
 from ..config.snapshot import Snapshot
@@ -111,7 +111,7 @@ class StatusView:
         if snapshot is not None:
             served = {
                 **snapshot.commit.as_json(),
-                "loaded_at": snapshot.loaded_at,
+                "loaded_at": rfc3339(snapshot.loaded_at),
                 "apps": len(snapshot.app_ids),
                 "schema": snapshot.schema_source,
                 # YAML files nothing reads, and app ids asked for that have no file.
@@ -134,16 +134,16 @@ class StatusView:
             "pinned": {**state.pin.as_json(), "scope": state.pin_scope} if state.pin else None,
             "pin_problem": state.pin_problem,
             "last_sync": state.last_sync.as_json() if state.last_sync else None,
-            "last_successful_fetch_at": state.last_success_at,
+            "last_successful_fetch_at": rfc3339(state.last_success_at),
             "consecutive_failures": state.consecutive_failures,
             "backoff_seconds": state.backoff_seconds,
-            "next_poll_at": state.next_poll_at,
+            "next_poll_at": rfc3339(state.next_poll_at),
             "watching": state.watching,
             "coalesced_requests": state.coalesced,
             "last_rejected": state.last_rejection.as_json() if state.last_rejection else None,
             "recent_syncs": [record.as_json() for record in self.recent],
             "sync_task_error": state.task_error,
-            "started_at": self.started.wall,
+            "started_at": rfc3339(self.started.wall),
             "fleet_instances_tracked": self.instances,
             "credentials": {status.setting: status.as_json() for status in self.credentials},
         }

@@ -7,18 +7,13 @@ password (from a file, so not in any URL) blanked out before it is kept.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import time
 
+from ..base.clock import rfc3339
 from ..base.redact import redact
 
 log = logging.getLogger("server.shared")
-
-
-def rfc3339(timestamp: float) -> str:
-    moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class Health:

@@ -13,7 +13,7 @@ import dataclasses
 import enum
 from typing import Protocol
 
-from ..base.clock import Moment
+from ..base.clock import Moment, rfc3339
 from ..base.issues import ConfigIssue
 from ..config.snapshot import CommitInfo, Snapshot
 from ..git.pin_store import Pin
@@ -77,7 +77,11 @@ class SyncRecord:
         )
 
     def as_json(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["started_at"] = rfc3339(self.started_at)
+        data["finished_at"] = rfc3339(self.finished_at)
+        data["ms"] = round((self.finished_at - self.started_at) * 1000, 1)  # a duration
+        return data
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -95,7 +99,7 @@ class Rejection:
     def as_json(self) -> dict[str, object]:
         return {
             "commit": self.commit.as_json(),
-            "rejected_at": self.rejected_at,
+            "rejected_at": rfc3339(self.rejected_at),
             "errors": [str(issue) for issue in self.issues],
         }
 

@@ -32,7 +32,7 @@ INTERVAL = "0.3"  # --redis-interval: heartbeats and fleet exchanges
 PASSWORD = "redis-pass-for-tests-7f3a"
 # Well under the hour-long poll interval: only the fan-out can explain it.
 FAN_OUT_WITHIN = 10.0
-RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
 def _replica(tmp: Path, index: int, args: list[str]) -> ServerProcess:

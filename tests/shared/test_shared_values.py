@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from server.base.clock import rfc3339
 from server.base.errors import SettingsError
 from server.ops.fleet import FleetTable, Sighting
 from server.settings import Settings, check_settings
-from server.shared.health import Health, rfc3339
+from server.shared.health import Health
 from server.shared.peers import Heartbeat
 from server.shared.rows import SightingBuffer, decode_row, encode_row
 from server.shared.target import fleet_namespace, replica_name
@@ -71,7 +72,7 @@ def test_names() -> None:
     assert replica_name("", {}, "host", 8088) == "host:8088"
     assert replica_name("given", {"POD_NAME": "pod-1"}, "host", 8088) == "given"
     assert fleet_namespace("git://a/b", "main", "") != fleet_namespace("git://a/c", "main", "")
-    assert rfc3339(0) == "1970-01-01T00:00:00Z"
+    assert rfc3339(0) == "1970-01-01T00:00:00.000Z"
 
 
 def test_errors_are_shown_without_the_password() -> None:

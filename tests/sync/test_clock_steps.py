@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,12 @@ def _start(tmp: Path, clock: SteppedClock, remote: str, *args: str) -> ServerPro
 def _wall_clock_of(server: ServerProcess) -> float:
     code, status = server.json("/status")
     assert code == 200, status
-    return float(status["started_at"])
+    return _seconds(status["started_at"])
+
+
+def _seconds(rfc3339: object) -> float:
+    """/status shows times as RFC 3339."""
+    return datetime.fromisoformat(str(rfc3339)).timestamp()
 
 
 def test_a_clock_stepped_back_does_not_hide_an_outage(
@@ -102,7 +108,7 @@ def test_a_clock_stepped_back_does_not_hide_an_outage(
         assert 3 < since < 60, since
         # The clock did step: the server's own timestamps are an hour back.
         assert isinstance(status["last_sync"], dict)
-        assert float(status["last_sync"]["finished_at"]) < started - HOUR / 2
+        assert _seconds(status["last_sync"]["finished_at"]) < started - HOUR / 2
         _, _, metrics = server.request("/metrics")
         assert b"lmcache_config_stale 1.0" in metrics
     finally:
@@ -122,7 +128,7 @@ def test_a_clock_stepped_forward_raises_no_false_alarm(
         since = status["seconds_since_last_successful_sync"]
         assert isinstance(since, float), since
         assert since < 60, since
-        assert float(status["started_at"]) < time.time() + HOUR  # stepped after startup
+        assert _seconds(status["started_at"]) < time.time() + HOUR  # stepped after startup
         _, _, metrics = server.request("/metrics")
         assert b"lmcache_config_stale 0.0" in metrics
     finally:

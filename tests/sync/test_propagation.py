@@ -9,6 +9,7 @@ import logging
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,7 @@ async def test_push_webhook_outage_backoff_and_catch_up(
     assert report["consecutive_failures"] == 2
     assert report["last_sync"]["result"] == "failed"
     assert report["backoff_seconds"] == 240.0  # 60 s doubled per failure
-    assert report["next_poll_at"] > time.time() + 200
+    assert datetime.fromisoformat(report["next_poll_at"]).timestamp() > time.time() + 200
 
     # It comes back: the next trigger catches up and the backoff resets.
     push_daemon.start()
