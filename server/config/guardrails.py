@@ -20,12 +20,12 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 from ..base.issues import ConfigIssue
 from .effective import EXTRA_CONFIG, EffectiveSetting, merge
 from .engine_check import EngineCheck, keys_named
-from .model import ConfigFile, ConfigSet, Rule, Setting
+from .model import ConfigFile, ConfigSet, Rule, Setting, chosen_layers
 from .names import APPS_DIR
 from .policy import KeyPolicy
 
@@ -222,7 +222,8 @@ def _check_app(
     for matched in outcomes:
         # Only what the validation reads: its verdict depends on nothing else.
         layers = [
-            tuple(s for s in layer if _matters(s, relevant)) for layer in _layers(files, matched)
+            tuple(s for s in layer if _matters(s, relevant))
+            for layer in chosen_layers(files, matched)
         ]
         effective = merge(layers)
         values = {key: item.value for key, item in effective.items()}
@@ -236,15 +237,6 @@ def _check_app(
         seen.add(message)
         clashes.append(_clash(message, effective, files, matched, relevant))
     return clashes
-
-
-def _layers(files: Iterable[ConfigFile], matched: tuple[Rule, ...]) -> list[tuple[Setting, ...]]:
-    chosen = set(map(id, matched))
-    layers: list[tuple[Setting, ...]] = []
-    for config_file in files:
-        layers.append(config_file.settings)
-        layers.extend(rule.settings for rule in config_file.rules if id(rule) in chosen)
-    return layers
 
 
 def _clash(

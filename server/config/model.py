@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..base.issues import ConfigIssue, ConfigWarning
@@ -141,6 +141,12 @@ class ConfigSet:
     lmcache_versions: tuple[str, ...] = ()
     # What the loader saw but nothing reads (``config.hints``): shown, never refused.
     warnings: tuple[ConfigWarning, ...] = ()
+    # layers() per app id (None for the global layer alone): the loader's rule limit, the
+    # guardrails and the snapshot all ask, once per app and build each. Filled, never
+    # replaced; unknown app ids share the global entry, so it stays bounded by the apps.
+    _layers: dict[str | None, tuple[ConfigFile, ...]] = dataclasses.field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def all_files(self) -> tuple[ConfigFile, ...]:
         """global.yaml, every app file and every fragment, each once."""
@@ -154,6 +160,13 @@ class ConfigSet:
         is applied once per app, where it is first reached, so a fragment that
         global.yaml already includes is not applied a second time by an app file.
         """
+        key = app_id if app_id in self.apps else None
+        known = self._layers.get(key)
+        if known is None:
+            known = self._layers[key] = self._expand(key)
+        return known
+
+    def _expand(self, app_id: str | None) -> tuple[ConfigFile, ...]:
         ordered: list[ConfigFile] = []
         seen: set[str] = set()
 
@@ -171,3 +184,16 @@ class ConfigSet:
         if app_file is not None:
             expand(app_file)
         return tuple(ordered)
+
+
+def chosen_layers(
+    files: Iterable[ConfigFile], matched: tuple[Rule, ...]
+) -> list[tuple[Setting, ...]]:
+    """The settings that apply, in order: each file's own, then those of its rules that
+    matched (``matched``), file by file; later layers win (``effective.merge``)."""
+    chosen = set(map(id, matched))
+    layers: list[tuple[Setting, ...]] = []
+    for config_file in files:
+        layers.append(config_file.settings)
+        layers.extend(rule.settings for rule in config_file.rules if id(rule) in chosen)
+    return layers

@@ -22,7 +22,7 @@ from ..base.errors import AccessDenied
 from ..base.issues import ConfigWarning
 from .effective import EffectiveSetting, answer_items, merge
 from .hints import nearest_app
-from .model import Condition, ConfigFile, ConfigSet, Rule, Setting
+from .model import Condition, ConfigFile, ConfigSet, Rule, Setting, chosen_layers
 
 # Bound on cached answers for rule combinations; beyond it answers are built per request.
 _MAX_CACHED_RULE_ANSWERS = 4096
@@ -92,12 +92,7 @@ class AppPlan:
         )
 
     def layers(self, matched: tuple[Rule, ...]) -> list[tuple[Setting, ...]]:
-        chosen = set(map(id, matched))
-        layers: list[tuple[Setting, ...]] = []
-        for config_file in self.files:
-            layers.append(config_file.settings)
-            layers.extend(rule.settings for rule in config_file.rules if id(rule) in chosen)
-        return layers
+        return chosen_layers(self.files, matched)
 
 
 class Snapshot:
