@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.support.gitdaemon import GitDaemon
 from tests.support.gitrepo import ConfigRepo
@@ -13,7 +16,10 @@ from tests.support.waiting import wait_until
 from tests.support.webhooks import SECRET, github_headers, push_body
 
 
-def test_a_follower_shows_every_replica_and_refuses_a_replayed_delivery(tmp_path: Path) -> None:
+@pytest.fixture
+def common(tmp_path: Path) -> Iterator[list[str]]:
+    """The flags of a replica on a git daemon's upstream and a real redis-server, both
+    started here and stopped after the test."""
     upstream = tmp_path / "upstream.git"
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(upstream)], check=True)
     work = ConfigRepo(tmp_path / "work")
@@ -24,9 +30,18 @@ def test_a_follower_shows_every_replica_and_refuses_a_replayed_delivery(tmp_path
     daemon.start()
     redis = RedisServer(tmp_path)
     redis.start()
+    try:
+        yield ["--repo", daemon.url("upstream.git"), "--poll-interval", "3600",
+               "--redis", redis.url, "--redis-interval", "0.3"]  # fmt: skip
+    finally:
+        redis.kill()
+        daemon.stop()
+
+
+def test_a_follower_shows_every_replica_and_refuses_a_replayed_delivery(
+    tmp_path: Path, common: list[str]
+) -> None:
     env = {"LMCACHE_CONFIG_SERVER_WEBHOOK_SECRET": SECRET}
-    common = ["--repo", daemon.url("upstream.git"), "--poll-interval", "3600",
-              "--redis", redis.url, "--redis-interval", "0.3"]  # fmt: skip
     two = ServerProcess(
         tmp_path, "two", *common, "--workers", "2", "--replica-name", "two", env=env
     )
@@ -64,23 +79,9 @@ def test_a_follower_shows_every_replica_and_refuses_a_replayed_delivery(tmp_path
     finally:
         assert two.stop() == 0
         assert one.stop() == 0
-        redis.kill()
-        daemon.stop()
 
 
-def test_a_replica_that_dies_shows_stale_then_leaves(tmp_path: Path) -> None:
-    upstream = tmp_path / "upstream.git"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(upstream)], check=True)
-    work = ConfigRepo(tmp_path / "work")
-    work.git("remote", "add", "origin", str(upstream))
-    work.commit_files({"apps/test-app.yaml": "overrides: {chunk_size: 256}\n"})
-    work.git("push", "--quiet", "origin", "main")
-    daemon = GitDaemon(tmp_path)
-    daemon.start()
-    redis = RedisServer(tmp_path)
-    redis.start()
-    common = ["--repo", daemon.url("upstream.git"), "--poll-interval", "3600",
-              "--redis", redis.url, "--redis-interval", "0.3"]  # fmt: skip
+def test_a_replica_that_dies_shows_stale_then_leaves(tmp_path: Path, common: list[str]) -> None:
     alive = ServerProcess(tmp_path, "alive", *common, "--replica-name", "alive")
     doomed = ServerProcess(tmp_path, "doomed", *common, "--replica-name", "doomed")
     try:
@@ -101,8 +102,6 @@ def test_a_replica_that_dies_shows_stale_then_leaves(tmp_path: Path) -> None:
     finally:
         assert alive.stop() == 0
         doomed.kill()
-        redis.kill()
-        daemon.stop()
 
 
 def test_rediss_with_a_private_ca(tmp_path: Path) -> None:
