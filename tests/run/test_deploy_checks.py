@@ -1,7 +1,7 @@
 """deploy/ checked by real tools: kustomize and the Kubernetes API schema, zizmor, the kernel.
 
-The manifests are rendered the way `kubectl apply -k` renders them (`kubectl
-kustomize`), and every object is validated against the Kubernetes API's JSON
+The manifests are rendered the way `kubectl apply -k` renders them (the
+Makefile's pinned kustomize, or `kubectl kustomize`), and every object is validated against the Kubernetes API's JSON
 schema (kubernetes-validate, strict: an unknown field fails). The example
 GitHub workflow goes through zizmor; the core-dump limit is read from a real
 server process's /proc/<pid>/limits.
@@ -44,13 +44,27 @@ SERVER_LABELS = {
 }
 
 
-def kustomize(directory: Path) -> list[dict[str, Any]]:
-    """The objects `kubectl apply -k directory` would send."""
+# Installed by `make test-tools` (pinned; see the Makefile).
+PINNED_KUSTOMIZE = ROOT / ".tools" / "bin" / "kustomize"
+
+
+def kustomize_command() -> list[str]:
+    """How to run kustomize here: the Makefile's pinned binary, else kubectl's built-in one."""
+    if PINNED_KUSTOMIZE.exists():
+        return [str(PINNED_KUSTOMIZE), "build"]
     kubectl = shutil.which("kubectl")
     if kubectl is None:
-        pytest.fail("kubectl (with its built-in kustomize) is needed to render deploy/kubernetes")
+        pytest.fail(
+            f"kustomize is needed to render deploy/kubernetes: run `make test-tools` "
+            f"(installs {PINNED_KUSTOMIZE.relative_to(ROOT)}), or put kubectl on PATH"
+        )
+    return [kubectl, "kustomize"]
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    """The objects `kubectl apply -k directory` would send."""
     rendered = subprocess.run(
-        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, check=True
+        [*kustomize_command(), str(directory)], capture_output=True, text=True, check=True
     ).stdout
     return [document for document in yaml.safe_load_all(rendered) if document]
 
@@ -193,8 +207,8 @@ def test_the_example_workflow_pins_actions_and_spares_forks_and_other_comments()
 def test_the_containerfile_pins_its_base_and_dependencies() -> None:
     text = (DEPLOY / "Containerfile").read_text()
     (base,) = re.findall(r"^FROM (\S+)", text, flags=re.MULTILINE)
-    # An exact Python release (x.y.z) and Debian release, or a digest.
-    assert re.fullmatch(r"python:3\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base), base
+    # An exact Python release (x.y.z) and Debian release, and the image's digest.
+    assert re.fullmatch(r"python:3\.\d+\.\d+-slim-\w+@sha256:[0-9a-f]{64}", base), base
     assert "pip install --no-cache-dir -c /src/constraints.txt /src" in text
     pins = {}
     for line in (DEPLOY / "constraints.txt").read_text().splitlines():
