@@ -140,7 +140,10 @@ class Settings:
         secret=True,
     )
     git_token_file: str = _setting(
-        "", "File holding the https token (e.g. a mounted Secret).", metavar="FILE"
+        "",
+        "File holding the https token (e.g. a mounted Secret); re-read when it changes, and "
+        "a sync follows.",
+        metavar="FILE",
     )
     git_username: str = _setting(
         "git",

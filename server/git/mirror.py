@@ -116,6 +116,14 @@ class GitMirror:
         self.timeout = timeout
         self.depth = depth
 
+    def use_credentials(self, credentials: GitCredentials) -> None:
+        """From now on, git processes talk to the remote with ``credentials`` (a rotated token).
+
+        One reference store: a git process already running keeps the environment it got.
+        """
+        self.credentials = credentials
+        self._env = {**GIT_ENV, **credentials.environment(self.remote)}
+
     @property
     def process_env(self) -> dict[str, str]:
         """The environment of a git process run on the mirror by hand."""

@@ -70,10 +70,8 @@ def body_limits(settings: Settings) -> BodyLimits:
     return BodyLimits(max_env_vars=settings.max_env_vars, max_json_depth=settings.max_json_depth)
 
 
-def git_credentials(settings: Settings) -> GitCredentials:
-    token = settings.git_token or None
-    if settings.git_token_file:
-        token = read_secret_file(settings.git_token_file, "--git-token-file")
+def git_credentials(settings: Settings, token: str | None) -> GitCredentials:
+    """``token``: the https token as loaded now (run.credentials reloads its file)."""
     return GitCredentials(
         https_username=settings.git_username,
         https_token=token,
@@ -155,7 +153,7 @@ def compose(
     files = credential_files(settings, leader=role.leader_link is None)
     webhooks = WebhookReceiver(files.webhook_secret, settings.ref)
     data_dir = DataDir(root=Path(settings.data_dir))
-    credentials = git_credentials(settings)
+    credentials = git_credentials(settings, files.git_token.value)
     mirror = GitMirror(
         remote=settings.repo,
         path=data_dir.mirror,
@@ -224,6 +222,12 @@ def compose(
         syncer.apps_in_use = fleet.apps_in_use
         # A rotated secret (or changed scopes) reaches workers now, not at the next poll.
         files.on_secrets_change.append(lambda: syncer.request_sync(SyncTrigger.SECRETS))
+
+        def use_git_token(token: str | None) -> None:
+            mirror.use_credentials(dataclasses.replace(credentials, https_token=token))
+            syncer.request_sync(SyncTrigger.CREDENTIALS)
+
+        files.on_git_token_change.append(use_git_token)
         leader = LeaderParts(lock=DataDirLock(data_dir.lock), syncer=syncer, signatures=signatures)
         sync = syncer
     else:

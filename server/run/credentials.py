@@ -5,6 +5,9 @@
 its files. ``--secret-scopes`` and ``--secrets-dir`` are the leader's: it
 alone resolves secrets and checks scopes (its followers build with the
 secrets it sends), and a change to either asks its sync loop for a sync.
+``--git-token-file`` is the leader's too (only it fetches): a rotated token
+(a GitHub App's lasts an hour) is used by the next git process, and asks for
+a sync, so a fetch the old token lost is retried at once.
 A bad file at startup is a SettingsError (exit 2); later, the old one stays.
 """
 
@@ -30,6 +33,10 @@ class CredentialFiles:
     watch: FileWatch
     # Called on a change of the secret scopes or the secrets dir (the leader's).
     on_secrets_change: list[Callable[[], None]]
+    # The https token for git (--git-token or --git-token-file), and who to tell when the
+    # file brings a new one (the leader's mirror and sync loop).
+    git_token: Current[str | None]
+    on_git_token_change: list[Callable[[str | None], None]]
 
 
 def credential_files(settings: Settings, *, leader: bool) -> CredentialFiles:
@@ -77,10 +84,29 @@ def credential_files(settings: Settings, *, leader: bool) -> CredentialFiles:
             secrets_dir = WatchedDirectory(setting="secrets_dir", path=settings.secrets_dir)
             secrets_dir.listeners.append(notify_secrets)
             watched.append(secrets_dir)
+    git_token: Current[str | None] = Current(settings.git_token or None)
+    on_git_token_change: list[Callable[[str | None], None]] = []
+    if settings.git_token_file:
+        token_file = ReloadedFile[str | None](
+            setting="git_token_file",
+            path=settings.git_token_file,
+            load=lambda path: read_secret_file(path, "--git-token-file"),
+        )
+        git_token = token_file.current
+
+        def notify_git_token() -> None:
+            for listener in on_git_token_change:
+                listener(git_token.value)
+
+        if leader:
+            watched.append(token_file)
+            token_file.listeners.append(notify_git_token)
     return CredentialFiles(
         auth=auth,
         webhook_secret=webhook,
         scopes=scopes,
         watch=FileWatch(watched),
         on_secrets_change=on_secrets_change,
+        git_token=git_token,
+        on_git_token_change=on_git_token_change,
     )

@@ -31,6 +31,7 @@ class SyncTrigger(enum.StrEnum):
     WEBHOOK = "webhook"
     MANUAL = "manual"  # POST /admin/refresh
     SECRETS = "secrets"  # a file in --secrets-dir, or --secret-scopes, changed
+    CREDENTIALS = "credentials"  # --git-token-file brought a new token
     PIN = "pin"  # POST /admin/pin: a known-good commit put back by an operator
     UNPIN = "unpin"  # POST /admin/unpin: the sync that resumes following the ref
 

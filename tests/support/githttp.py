@@ -21,6 +21,10 @@ class GitHttpServer:
         self._runner: web.AppRunner | None = None
         self.port = 0
 
+    def rotate(self, token: str) -> None:
+        """From now on only ``token`` opens the repositories (the old one is refused)."""
+        self._expected = "Basic " + base64.b64encode(f"{self.user}:{token}".encode()).decode()
+
     def url(self, name: str, userinfo: str = "") -> str:
         at = f"{userinfo}@" if userinfo else ""
         return f"http://{at}127.0.0.1:{self.port}/{name}"
