@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from server.ops.fleet import FleetTable, Sighting, sighting_key
 from server.sync.state import SyncTrigger
 from server.web.auth import hash_token
 from tests.support.gitrepo import ConfigRepo
@@ -145,3 +147,52 @@ async def test_with_auth_fleet_is_for_admins_and_logs_name_credentials_only(
     assert "credential=oncall" in caplog.text
     assert worker_token not in caplog.text
     assert admin_token not in caplog.text
+
+
+def _sighting(instance: str, seen_at: float, replica: str = "r2") -> Sighting:
+    return Sighting("test-app", instance, (), None, "c" * 40, seen_at, replica)
+
+
+def test_a_row_merged_from_another_replica_expires_at_its_own_time() -> None:
+    table = FleetTable(capacity=10, env_allow_list=(), ttl=60.0)
+    table.replica = "r1"
+    now = time.time()
+    table.record(app_id="test-app", env={}, instance_id="here", peer=None, commit="c", now=now)
+    # Seen 50 s ago at r2, merged after this replica's own, newer row: 10 s are left.
+    theirs = _sighting("there", now - 50)
+    table.merge([(sighting_key(theirs), theirs)], pass_on=True)
+    assert [s.instance_id for s in table.sightings()] == ["here", "there"]
+    table.expire(now=now + 15)
+    assert [s.instance_id for s in table.sightings()] == ["here"]
+    assert (table.expired, len(table), table.apps_in_use()) == (1, 1, {"test-app": 1})
+    assert table.report(served=None)["apps"]["test-app"]["instances"] == 1
+    # One already past its TTL never shows, and is counted.
+    stale = _sighting("late", now - 61)
+    table.merge([(sighting_key(stale), stale)])
+    assert [s.instance_id for s in table.sightings()] == ["here"]
+    assert table.expired == 2
+
+
+def test_reading_the_table_leaves_who_is_evicted_next() -> None:
+    table = FleetTable(capacity=3, env_allow_list=(), ttl=None)
+    now = time.time()
+    for index, name in enumerate(("w1", "w2", "w3", "w1")):  # w1 again: w2 is the oldest
+        table.record(
+            app_id="test-app", env={}, instance_id=name, peer=None, commit="c", now=now + index
+        )
+    # Every view reads every row; and a stale copy of w3 from another process is not a use.
+    table.report(served=None)
+    table.all_rows()
+    table.counts()
+    stale = _sighting("w3", now - 100, replica="r1")
+    table.merge([(sighting_key(stale), stale)])
+    table.record(app_id="test-app", env={}, instance_id="w4", peer=None, commit="c", now=now + 9)
+    assert [s.instance_id for s in table.sightings()] == ["w4", "w1", "w3"]
+    table.record(app_id="test-app", env={}, instance_id="w5", peer=None, commit="c", now=now + 10)
+    assert [s.instance_id for s in table.sightings()] == ["w5", "w4", "w1"]
+    assert (table.evicted, table.expired) == (2, 0)
+    assert [key for key, _ in table.all_rows()] == [
+        ("test-app", "w1"),
+        ("test-app", "w4"),
+        ("test-app", "w5"),
+    ]

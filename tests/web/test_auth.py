@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import logging
 import subprocess
 import sys
@@ -205,3 +207,58 @@ async def test_metrics_open_or_protected(
     for path in ("/fleet", "/history?app=test-app"):
         assert (await protected.client.get(path)).status == 401
         assert (await protected.client.get(path, params={"token": ADMIN_TOKEN})).status == 200
+
+
+async def _raw_get(server: Any, target: str, authorization: bytes) -> tuple[int, Any]:
+    """A request whose Authorization header holds exactly these bytes (no client would)."""
+    reader, writer = await asyncio.open_connection(server.client.host, server.client.port)
+    writer.write(
+        f"GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n".encode()
+        + b"Authorization: "
+        + authorization
+        + b"\r\n\r\n"
+    )
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"\xff\xfe\x80",  # not ASCII: was a 500
+        "\u00e9t\u00e9".encode(),
+        b"not base64!",
+        base64.b64encode(b"\xff\xfe:" + TEST_TOKEN.encode()),  # not UTF-8
+        base64.b64encode(TEST_TOKEN.encode()),  # no ':'
+    ],
+    ids=["bytes", "utf-8-unencoded", "not-base64", "not-utf-8", "no-colon"],
+)
+async def test_a_malformed_basic_header_is_a_401_even_with_a_token_in_the_query(
+    repo: ConfigRepo, auth_file: Path, start_server: ServerFactory, value: bytes
+) -> None:
+    server = await start_server(repo.path, auth_file=str(auth_file))
+    status, body = await _raw_get(
+        server, f"/config?appId=test-app&token={TEST_TOKEN}", b"Basic " + value
+    )
+    assert (status, body["error"]["code"]) == (401, "unauthorized")
+    assert body["error"]["message"] == "malformed basic auth header"
+
+
+async def test_a_basic_token_may_hold_colons_and_a_name_utf_8(
+    repo: ConfigRepo, tmp_path: Path, start_server: ServerFactory
+) -> None:
+    token = "with:colons:0123456789abcdef"
+    auth = tmp_path / "auth.yaml"
+    auth.write_text(
+        f'clients:\n  - name: "fl\u00e8et"\n    token_sha256: {hash_token(token)}\n'
+        '    apps: ["test-app"]\n',
+        encoding="utf-8",
+    )
+    server = await start_server(repo.path, auth_file=str(auth))
+    assert (await get(server, "/config", {"appId": "test-app"}, basic("fl\u00e8et", token)))[
+        0
+    ] == 200
+    assert (await get(server, "/config", {"appId": "test-app"}, basic("fleet", token)))[0] == 401
