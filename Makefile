@@ -107,7 +107,23 @@ $(KUSTOMIZE):
 # shim that steps a server's wall clock (tests/support/wallstep.c), and redis-server for
 # --redis (tests start their own on a free port; the system service is never used), and
 # promtool (Debian's prometheus package) for the PrometheusRule in deploy/kubernetes/monitoring.
-test-tools: $(KUSTOMIZE)
+# From npm: yaml-language-server (the editors' server) for the example's JSON Schema
+# (tests/config/test_editor_language_server.py), the whole tree pinned by the lock file in
+# tests/tools/ (npm ci checks every package's integrity hash). Its 2.x needs Node 22.13,
+# newer than Debian's.
+YAML_LS_LOCK := tests/tools/yaml-language-server
+YAML_LS_STAMP := $(TOOLS)/yaml-language-server/.installed
+$(YAML_LS_STAMP): $(YAML_LS_LOCK)/package.json $(YAML_LS_LOCK)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			$$SUDO apt-get install -y -qq npm >/dev/null; }
+	rm -rf $(TOOLS)/yaml-language-server && mkdir -p $(TOOLS)/yaml-language-server
+	cp $(YAML_LS_LOCK)/package.json $(YAML_LS_LOCK)/package-lock.json $(TOOLS)/yaml-language-server/
+	npm ci --silent --no-audit --no-fund --prefix $(TOOLS)/yaml-language-server
+	touch $(YAML_LS_STAMP)
+
+test-tools: $(KUSTOMIZE) $(YAML_LS_STAMP)
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \

@@ -44,6 +44,7 @@ does. Where to look:
       snapshot.py          one validated commit and the answers it gives (AppPlan)
       views.py             effective views and diffs of apps (diff, /history)
       explain.py           why a rule does or does not apply (render and the dashboard)
+      json_schema.py       the files' JSON Schema for editors, from the definitions above
 
     git/                 blocking, on a git thread; never imports sync, web or Settings
       remote.py            what --repo names: a URL, scp-style, or a local path
@@ -103,6 +104,7 @@ does. Where to look:
     cli/                 the command line
       main.py              serve, hash-token
       authoring.py         validate, render, diff
+      editor_schema.py     schema: writes the JSON Schema files editors read
 
 Logger names are written out (``logging.getLogger("server.sync")``), so that
 moving a file never changes a log line.

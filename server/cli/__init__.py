@@ -1,4 +1,5 @@
-"""Layer ``cli``: the command line (``serve``, ``hash-token``, ``validate``, ``render``, ``diff``).
+"""Layer ``cli``: the command line (``serve``, ``hash-token``, ``validate``, ``render``, ``diff``,
+``schema``).
 
 May import every layer below; nothing imports it. Runs on the main thread.
 Importing it never imports aiohttp or prometheus_client: ``serve`` imports

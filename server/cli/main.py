@@ -1,4 +1,4 @@
-"""Command line: ``lmcache-config-server serve|validate|render|diff ...``."""
+"""Command line: ``lmcache-config-server serve|validate|render|diff|schema ...``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from ..ops.metrics_env import prepare_metrics_dir
 from ..run.tls import tls_context
 from ..settings import ENV_PREFIX, add_setting_arguments, settings_from, unknown_env_vars
 from ..web.auth import hash_token, new_token
-from . import authoring
+from . import authoring, editor_schema
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hash_token.add_argument("token", nargs="?", help="hash this token instead of a new one")
     authoring.add_commands(commands)
+    editor_schema.add_command(commands)
     return parser
 
 
@@ -83,8 +84,10 @@ def _main(argv: Sequence[str] | None) -> int:
             print(f"token: {token}")
         print(f"token_sha256: {hash_token(token)}")
         return 0
-    if args.command in authoring.COMMANDS:
+    if args.command in authoring.COMMANDS or args.command == "schema":
         try:
+            if args.command == "schema":
+                return editor_schema.run_schema(args, sys.stdout, sys.stderr)
             return authoring.run(args)
         except SettingsError as exc:
             parser.exit(2, f"lmcache-config-server {args.command}: error: {exc.message}\n")

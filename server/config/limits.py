@@ -27,8 +27,9 @@ RANGES_FILE = "data/lmcache-ranges.tsv"
 RANGES_COLUMNS = ("field", "versions", "min", "max", "non_empty", "max_length", "plain_text")
 
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators (which split a
-# line in many log readers and editors): none belongs in a URL, host or path.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# line in many log readers and editors): none belongs in a URL, host or path. Written so
+# that the pattern means the same in ECMAScript (the editors' JSON Schema, json_schema).
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -106,7 +107,7 @@ class FieldLimits:
                         f"{what} must be at most {self.max_length.value:.0f} bytes "
                         f"({self.max_length.reason}): got {size} bytes"
                     )
-            if self.plain_text is not None and (found := _CONTROL.search(value)):
+            if self.plain_text is not None and (found := CONTROL_CHARACTERS.search(value)):
                 raise ValueProblem(
                     f"{what} must not contain control characters ({self.plain_text}): got "
                     f"U+{ord(found.group()):04X} at character {found.start() + 1}"

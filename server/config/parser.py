@@ -154,12 +154,17 @@ class FileParser:
         names: dict[str, int] = {}
         for index, rule_node in enumerate(self.yaml.sequence(node, "rules"), start=1):
             parts: dict[str, Node] = {}
+            reported = len(self.yaml.issues)
             for key, key_node, value_node in self.yaml.mapping(rule_node, f"rule {index}"):
                 if key not in RULE_KEYS:
                     self._unknown(key_node, key, RULE_KEYS, "rule key")
                     continue
                 parts[key] = value_node
             if not parts:
+                if len(self.yaml.issues) == reported:  # not already said (not a mapping, typos)
+                    self.yaml.report(
+                        rule_node, f"rule {index} is empty: give it a 'when' and what it sets"
+                    )
                 continue
             name = f"rule {index}"
             if "name" in parts:

@@ -325,6 +325,24 @@ def bundled_schema(version: str = BUNDLED_VERSION) -> Schema:
     )
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FieldDeclaration:
+    """What LMCache declares of a field besides its type: documentation only (the editors'
+    hover text, ``json_schema``), never used to check a value."""
+
+    default: str  # as written in lmcache/v1/config.py (Python syntax: None, True, 'naive')
+    env_var: str  # the variable a worker sets it with
+
+
+@cache
+def bundled_declarations(version: str = BUNDLED_VERSION) -> Mapping[str, FieldDeclaration]:
+    """The default and environment variable of each field of one bundled LMCache version."""
+    return {
+        name: FieldDeclaration(default=default.strip(), env_var=env_var.strip())
+        for name, _type_text, default, env_var in _rows(_data(f"lmcache-{version}-fields.tsv"))
+    }
+
+
 def version_problem(version: str) -> str | None:
     """Why ``version`` cannot be declared (not bundled), with the nearest one; None if it can."""
     known = bundled_versions()

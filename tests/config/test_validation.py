@@ -125,6 +125,25 @@ def test_unknown_sections_and_rule_keys() -> None:
     assert any(p.startswith("apps/a.yaml:7:12: error: unknown condition 'envs'") for p in found)
 
 
+def test_an_empty_rule_is_an_error_said_once() -> None:
+    found = problems(
+        {
+            "apps/a.yaml": """
+                rules:
+                  - {}
+                  - {wen: {env: {GPU: "H100*"}}}
+                  - just a string
+            """
+        }
+    )
+    assert found == [
+        "apps/a.yaml:2:5: error: rule 1 is empty: give it a 'when' and what it sets",
+        found[1],  # the typo's own message (below), not a second one for the same rule
+        "apps/a.yaml:4:5: error: rule 3 must be a mapping",
+    ]
+    assert found[1].startswith("apps/a.yaml:3:6: error: unknown rule key 'wen'")
+
+
 def test_rule_problems() -> None:
     found = problems(
         {
