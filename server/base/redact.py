@@ -182,7 +182,8 @@ def _pieces(userinfo: str) -> set[str]:
     They take the first of "/?#" for the end of the host (ssh: "Could not resolve
     hostname user:to"), and the first "@" for the end of the userinfo (git prints
     the rest). A piece that starts with "user:" is specific enough to replace at any
-    length; a piece of a bare token only when it is long.
+    length; a piece of a bare token only when it is long. With no user name, ":" alone
+    is no such prefix: ":8" would blank a port (https://:8@x@host:8443).
     """
     cuts = [userinfo[: userinfo.index(c)] for c in "/?#@" if c in userinfo]
     if "@" in userinfo:
@@ -191,7 +192,7 @@ def _pieces(userinfo: str) -> set[str]:
     return {
         piece
         for piece in cuts
-        if (colon and piece.startswith(user + ":") and len(piece) > len(user) + 1)
+        if (colon and user and piece.startswith(user + ":") and len(piece) > len(user) + 1)
         or len(piece) >= _MIN_BARE_SECRET
     }
 

@@ -215,3 +215,11 @@ def test_many_remembered_urls_keep_each_other_whole() -> None:
         "x https://***@host/a.git y"
     )
     assert known.redact("'https://deploy:abc/def@ghijk@host/a.git/'") == "'https://***@host/a.git/'"
+
+
+def test_a_piece_of_a_token_without_a_user_name_never_blanks_a_port() -> None:
+    # Found by hypothesis: git cuts ":8@Cy=}P" at its "@", and ":8" is in ":8443".
+    token = ":8@Cy=}P"
+    known = _known(f"https://{token}@{HOST}/{PATH}")
+    shown = known.redact(f"fatal: unable to access 'https://{token}@{HOST}/{PATH}/': bad URL")
+    assert shown == f"fatal: unable to access 'https://***@{HOST}/{PATH}/': bad URL"
