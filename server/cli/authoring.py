@@ -43,11 +43,12 @@ from ..config.loader import load_directory
 from ..config.model import ConfigSet
 from ..config.names import check_app_id, display_prefix, subdir_problem
 from ..config.policy import load_policy
-from ..config.schema import Schema, SchemaChoice
+from ..config.schema import BUNDLED_VERSION, Schema, SchemaChoice
 from ..config.snapshot import CommitInfo, Snapshot
 from ..config.views import diff_config_sets, diff_markdown
 from ..git.commits import load_commit
 from ..sync.secrets import SecretSource, load_secret_scopes
+from .editor_schema import stale_schemas
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -285,6 +286,10 @@ def run_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
         if refused:
             config_set, issues = None, refused
+    warnings: list[ConfigWarning] = list(config_set.warnings) if config_set else []
+    if config_set is not None and args.ref in (None, "HEAD"):  # the files on disk are those
+        versions = config_set.lmcache_versions or (BUNDLED_VERSION,)  # what `schema` uses
+        warnings += stale_schemas(Path(path), versions)
     elapsed_ms = (time.perf_counter() - started) * 1000
     if args.format == "json":
         report = {
@@ -293,9 +298,7 @@ def run_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             "apps": sorted(config_set.apps) if config_set else [],
             "fragments": sorted(config_set.fragments) if config_set else [],
             "issues": [issue.as_json() for issue in issues],
-            "warnings": [warning.as_json() for warning in config_set.warnings]
-            if config_set
-            else [],
+            "warnings": [warning.as_json() for warning in warnings],
             # The versions global.yaml declares are part of the schema it was checked with.
             "schema": schema.with_versions(config_set.lmcache_versions).source
             if config_set
@@ -310,8 +313,8 @@ def run_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             files = len({issue.path for issue in issues})
             print(f"{len(issues)} error(s) in {files} file(s) of {where}", file=err)
         else:
-            _print_issues(config_set.warnings, out)  # warnings alone never fail validate
-            warned = f"{len(config_set.warnings)} warning(s), " if config_set.warnings else ""
+            _print_issues(warnings, out)  # warnings alone never fail validate
+            warned = f"{len(warnings)} warning(s), " if warnings else ""
             print(
                 f"{where}: valid ({len(config_set.apps)} app(s), "
                 f"{len(config_set.fragments)} fragment(s), {warned}{elapsed_ms:.0f} ms)",

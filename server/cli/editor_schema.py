@@ -12,10 +12,12 @@ error.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any, TextIO
 
 from ..base.errors import SettingsError
+from ..base.issues import ConfigWarning
 from ..config.json_schema import FileKind, repository_file_schema, schema_text
 from ..config.names import GLOBAL_FILE
 from ..config.schema import BUNDLED_VERSION, version_problem
@@ -23,6 +25,8 @@ from ..config.versions import VERSIONS_KEY, declared_versions
 
 EXIT_OK = 0
 EXIT_INVALID = 1
+# Where the example repository keeps the schemas (its modelines and .vscode point here).
+SCHEMA_DIR = ".schema"
 
 
 def add_command(commands: Any) -> None:
@@ -121,3 +125,36 @@ def _write(target: Path, text: str | None) -> None:
             target.write_text(text, "utf-8")
     except OSError as exc:
         raise SettingsError(f"cannot write {target}: {exc.strerror or exc}") from None
+
+
+def stale_schemas(root: Path, versions: tuple[str, ...]) -> list[ConfigWarning]:
+    """A warning for each schema file under ``root/.schema`` that differs from what
+    ``schema --output-dir .schema`` writes for ``versions``: after a change of
+    ``lmcache_versions`` (or an upgrade of the tools), editors would disagree with
+    ``validate`` until it is written again. No ``.schema``: nothing to say."""
+    folder = root / SCHEMA_DIR
+    if not folder.is_dir():
+        return []
+    here = os.path.normpath(root) == "."
+    shown = SCHEMA_DIR if here else f"{root}/{SCHEMA_DIR}"
+    command = f"lmcache-config-server schema {'' if here else f'{root} '}--output-dir {shown}"
+    stale = []
+    for kind in FileKind:
+        try:
+            written: str | None = (folder / kind.file_name).read_text("utf-8")
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError):
+            written = None  # unreadable: as stale as a wrong one
+        if written != schema_text(repository_file_schema(versions, kind)):
+            stale.append(
+                ConfigWarning(
+                    path=f"{shown}/{kind.file_name}",
+                    message=(
+                        f"not the editors' schema for LMCache {', '.join(versions)} (out of "
+                        f"date, or edited by hand): editors will disagree with validate; run "
+                        f"`{command}`"
+                    ),
+                )
+            )
+    return stale

@@ -74,3 +74,34 @@ def test_invalid_declared_versions_are_reported(
     assert (
         "global.yaml:1:20: error: lmcache_versions: unknown LMCache version '0.5.7'" in result.err
     )
+
+
+def test_validate_warns_when_the_committed_schema_is_stale(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The example repository, whose .schema/ matches its lmcache_versions: no warning.
+    assert call(capsys, "validate", str(ROOT / "config-repo-example")).out == ""
+    (tmp_path / "apps").mkdir()
+    (tmp_path / "apps" / "a.yaml").write_text("overrides: {chunk_size: 256}\n")
+    (tmp_path / "global.yaml").write_text('lmcache_versions: ["0.5.6"]\n')
+    assert (
+        call(capsys, "schema", str(tmp_path), "--output-dir", str(tmp_path / ".schema")).code == 0
+    )
+    assert call(capsys, "validate", str(tmp_path)).out == ""
+    # An upgrade is declared, and the schema is not written again: editors would still
+    # mark 0.4.7's missing keys as fine. validate says so, and which command fixes it.
+    (tmp_path / "global.yaml").write_text('lmcache_versions: ["0.4.7", "0.5.6"]\n')
+    result = call(capsys, "validate", str(tmp_path))
+    assert result.code == 0  # a warning, never a failure
+    command = f"lmcache-config-server schema {tmp_path} --output-dir {tmp_path}/.schema"
+    assert result.out.splitlines() == [
+        f"{tmp_path}/.schema/{kind.file_name}: warning: not the editors' schema for LMCache "
+        f"0.4.7, 0.5.6 (out of date, or edited by hand): editors will disagree with "
+        f"validate; run `{command}`"
+        for kind in FileKind
+    ]
+    assert "2 warning(s)" in result.err
+    assert (
+        call(capsys, "schema", str(tmp_path), "--output-dir", str(tmp_path / ".schema")).code == 0
+    )
+    assert call(capsys, "validate", str(tmp_path)).out == ""
