@@ -22,7 +22,8 @@ does. Where to look:
       issues.py            ConfigIssue: path:line:col: error: message
       yaml_source.py       YAML with marks, duplicate keys and aliases refused, no tags
       logs.py, redact.py   log lines (text or JSON) and credential redaction
-      tasks.py             guarded never-ending tasks; OneThread (the sync and view threads)
+      tasks.py             guarded never-ending tasks; OneThread (the sync and view threads);
+                           Precedence (views step aside while a build runs)
       secret_file.py       reading a file that holds one secret
       reloading.py         Current[T] cells; files reloaded on change (stamps, old kept if bad)
       assignments.py       NAME=VALUE lines (render --env, the dashboard's form)

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -80,3 +83,59 @@ class OneThread:
     async def shutdown(self) -> None:
         """Wait for the call in flight (each git command is bounded by --git-timeout)."""
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
+
+
+class Precedence:
+    """Work that serves goes first: work that only shows steps aside while it runs.
+
+    The sync and view threads are separate, but Python runs one thread at a time:
+    a history walk parsing a big repository on the view thread halves the CPU a
+    build on the sync thread gets (a push during a cold walk of 10,000 apps took
+    2.6 times as long). A build runs inside :meth:`serving`; the walk calls
+    :meth:`step_aside` between files, which waits while a build runs, at most
+    ``max_wait`` seconds at a time, so a view never hangs behind a stuck build.
+    Fetches are not marked: they wait on git, not on the interpreter.
+    """
+
+    def __init__(self, max_wait: float = 10.0) -> None:
+        self.max_wait = max_wait
+        self._idle = threading.Event()
+        self._idle.set()
+        self._lock = threading.Lock()
+        self._serving = 0
+        self._stepped_aside = 0.0  # seconds, summed; written by the view thread only
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        with self._lock:
+            self._serving += 1
+            self._idle.clear()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._serving -= 1
+                if not self._serving:
+                    self._idle.set()
+
+    def step_aside(self) -> None:
+        """Wait while work that serves runs (bounded); return at once otherwise."""
+        if self._idle.is_set():
+            return
+        started = time.monotonic()
+        self._idle.wait(self.max_wait)
+        self._stepped_aside += time.monotonic() - started
+
+    @property
+    def serving_now(self) -> bool:
+        return not self._idle.is_set()
+
+    @property
+    def stepped_aside(self) -> float:
+        """Seconds the work that only shows has waited, in all."""
+        return self._stepped_aside
+
+    def clock(self) -> float:
+        """A monotonic clock that stands still while the caller steps aside: a walk's own
+        time bound counts only the time it ran (view thread)."""
+        return time.monotonic() - self._stepped_aside

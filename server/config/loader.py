@@ -47,11 +47,18 @@ class RepoLimits:
 class _LimitedReader:
     """Reads through a source within RepoLimits: sizes are checked before a byte is read."""
 
-    def __init__(self, source: ConfigSource, limits: RepoLimits, display_prefix: str) -> None:
+    def __init__(
+        self,
+        source: ConfigSource,
+        limits: RepoLimits,
+        display_prefix: str,
+        between_files: Callable[[], None] | None = None,
+    ) -> None:
         self.source = source
         self.limits = limits
         self.prefix = display_prefix
         self.total = 0
+        self._between_files = between_files
 
     def issue(self, path: str, message: str) -> ConfigIssue:
         return ConfigIssue(path=self.prefix + path, line=1, column=1, message=message)
@@ -83,6 +90,8 @@ class _LimitedReader:
         ]
 
     def read(self, relative: str) -> bytes:
+        if self._between_files is not None:
+            self._between_files()
         size = self.source.size(relative)
         if size > self.limits.max_file_bytes:
             raise SourceProblem(f"file is {size} bytes; the limit is {self.limits.max_file_bytes}")
@@ -101,6 +110,7 @@ def load_config_set(
     display_prefix: str = "",
     limits: RepoLimits = RepoLimits(),
     memo: ParseMemo | None = None,
+    between_files: Callable[[], None] | None = None,
 ) -> tuple[ConfigSet | None, list[ConfigIssue]]:
     """Parse and validate one config set: the one path every commit takes before serving.
 
@@ -108,11 +118,12 @@ def load_config_set(
     to their bytes. Issues name paths with ``display_prefix`` in front so they
     match the repository. Returns the config set, or None with every issue found.
     With a ``memo``, files an earlier build parsed cleanly are reused, not re-parsed.
+    ``between_files`` is called before each file (a view steps aside for a build there).
     The config set is checked against every LMCache version that ``schema`` declares
     and that global.yaml's ``lmcache_versions`` lists.
     """
     source: ConfigSource = MemorySource(files) if isinstance(files, Mapping) else files
-    reader = _LimitedReader(source, limits, display_prefix)
+    reader = _LimitedReader(source, limits, display_prefix, between_files)
     issues: list[ConfigIssue] = []
     global_file: ConfigFile | None = None
     apps: dict[str, ConfigFile] = {}

@@ -132,14 +132,18 @@ def app_history(
     load: ConfigSetLoader,
     max_scanned: int = MAX_COMMITS_SCANNED,
     max_seconds: float = MAX_WALK_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AppHistory:
-    """Up to ``limit`` commits, newest first, after which ``app_id`` got a different answer."""
+    """Up to ``limit`` commits, newest first, after which ``app_id`` got a different answer.
+
+    ``clock``: what ``max_seconds`` is measured on (monotonic; the viewer's stands still
+    while the walk steps aside for a build)."""
     empty = app_view(ConfigSet(global_file=None, apps={}), app_id).fingerprint()
     found: list[CommitInfo] = []
     newer: tuple[Commit, str] | None = None  # the newest valid commit not yet compared
     scanned = 0
     reached_root = False
-    deadline = time.monotonic() + max_seconds
+    deadline = clock() + max_seconds
 
     def cut_short() -> AppHistory:
         return AppHistory(
@@ -147,7 +151,7 @@ def app_history(
         )
 
     for commit in repo.iter_commits(start, first_parent=True, max_count=max_scanned):
-        if time.monotonic() > deadline:
+        if clock() > deadline:
             return cut_short()
         scanned += 1
         reached_root = not commit.parents

@@ -434,10 +434,19 @@ class MirrorReader:
     those caches are why each thread has a reader of its own.
     """
 
-    def __init__(self, mirror: GitMirror, *, parse_memo: ParseMemo | None = None) -> None:
+    def __init__(
+        self,
+        mirror: GitMirror,
+        *,
+        parse_memo: ParseMemo | None = None,
+        between_files: Callable[[], None] | None = None,
+    ) -> None:
+        """``between_files``: called before each file is read (a view's reader steps aside
+        for a build there: ``base.tasks.Precedence``)."""
         self._mirror = mirror
         self._blobs = BlobStore(mirror.path, mirror.process_env, mirror.timeout)
         self._parse_memo = parse_memo
+        self._between_files = between_files
 
     def load_commit(
         self, sha: str, subdir: str, schema: Schema, limits: RepoLimits
@@ -467,6 +476,7 @@ class MirrorReader:
                 display_prefix=display_prefix(subdir),
                 limits=limits,
                 memo=memo,
+                between_files=self._between_files,
             )
         except (git.GitError, ValueError, OSError, AssertionError, MirrorDamaged) as exc:
             raise MirrorDamaged(

@@ -23,7 +23,7 @@ from ..base.errors import SettingsError
 from ..base.redact import redact_url, remember_url
 from ..base.reloading import Current
 from ..base.secret_file import read_secret_file
-from ..base.tasks import OneThread
+from ..base.tasks import OneThread, Precedence
 from ..config.loader import RepoLimits
 from ..config.parse_memo import ParseMemo
 from ..config.policy import load_policy
@@ -169,6 +169,8 @@ def compose(
     )
     sync_thread = OneThread("git-sync")
     view_thread = OneThread("git-view")
+    # Builds (sync thread) go first; history walks and past-commit views step aside.
+    precedence = Precedence()
     leader: LeaderParts | None = None
     follower: LeaderFollower | None = None
     sync: SyncControl
@@ -194,6 +196,7 @@ def compose(
         policy=load_policy(settings.key_policy, bundled_schema().fields),
         scopes=files.scopes,  # None in a follower: its leader checked them
         lmcache_versions=settings.lmcache_versions,
+        precedence=precedence,
     )
     if role.leader_link is None:
         syncer = Syncer(
@@ -293,6 +296,7 @@ def compose(
             subdir=settings.path,
             limits=limits,
             lmcache_versions=settings.lmcache_versions,
+            precedence=precedence,
         ),
         sync_thread=sync_thread,
         view_thread=view_thread,

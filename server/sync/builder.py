@@ -24,6 +24,7 @@ from collections.abc import Mapping
 
 from ..base.issues import ConfigIssue
 from ..base.reloading import Current
+from ..base.tasks import Precedence
 from ..config.engine_check import engine_check
 from ..config.guardrails import EngineMemo, Guardrails, SecretScopes, vanished_apps
 from ..config.loader import RepoLimits
@@ -49,8 +50,11 @@ class SnapshotBuilder:
         policy: KeyPolicy = BUILT_IN_POLICY,
         scopes: SecretScopes | Current[SecretScopes] | None = None,
         lmcache_versions: tuple[str, ...] = (),
+        precedence: Precedence | None = None,
     ) -> None:
+        """``precedence``: each build runs as work that serves, which views step aside for."""
         self._mirror = mirror
+        self._precedence = precedence or Precedence()
         # --lmcache-versions: checked on top of each commit's own lmcache_versions.
         self._lmcache_versions = lmcache_versions
         self._reader = reader
@@ -91,6 +95,12 @@ class SnapshotBuilder:
         app that asked within --fleet-ttl; removing such an app's file needs the commit to
         say so (``Removes-Apps:``).
         """
+        with self._precedence.serving():
+            return self._build(sha, secrets, in_use)
+
+    def _build(
+        self, sha: str, secrets: SecretLookup | None, in_use: Mapping[str, int] | None
+    ) -> Snapshot | Rejection:
         refusal = self._verify(sha)
         if refusal is not None:
             return refusal

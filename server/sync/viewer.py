@@ -15,7 +15,7 @@ import git
 
 from ..base.errors import GitError, InvalidParameter, NotReady
 from ..base.redact import redact
-from ..base.tasks import OneThread
+from ..base.tasks import OneThread, Precedence
 from ..config.loader import RepoLimits
 from ..config.model import ConfigSet
 from ..config.parse_memo import ParseMemo
@@ -38,15 +38,20 @@ class CommitViewer:
         subdir: str,
         limits: RepoLimits,
         lmcache_versions: tuple[str, ...] = (),
+        precedence: Precedence | None = None,
     ) -> None:
+        """``precedence``: shared with the builder; this viewer steps aside while it builds."""
         self._mirror = mirror
+        self._precedence = precedence or Precedence()
         self._lmcache_versions = lmcache_versions  # as the builder's
         self._thread = view_thread
         self._subdir = subdir
         self._limits = limits
         # Its own blob cache and parse memo: walking history, adjacent commits share
         # most files, so each costs about the files it changed.
-        self._reader = MirrorReader(mirror, parse_memo=ParseMemo())
+        self._reader = MirrorReader(
+            mirror, parse_memo=ParseMemo(), between_files=self._precedence.step_aside
+        )
         # Effective-config fingerprints per config tree, for /history; view thread only.
         self._history_memo = FingerprintMemo()
 
@@ -65,6 +70,7 @@ class CommitViewer:
         schema = load_schema(versions=self._lmcache_versions)
 
         def load(sha: str) -> ConfigSet | None:
+            self._precedence.step_aside()  # and before each file (the reader's between_files)
             config_set, _ = self._reader.load_config_set(sha, self._subdir, schema, self._limits)
             return config_set
 
@@ -77,6 +83,8 @@ class CommitViewer:
                 limit=limit,
                 memo=self._history_memo,
                 load=load,
+                # The walk's time bound counts only the time it ran, not its steps aside.
+                clock=self._precedence.clock,
             )
 
     async def snapshot_at(self, rev: str) -> Snapshot:
