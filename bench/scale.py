@@ -116,6 +116,13 @@ def measure_sync(server: ServerProcess, repo: Path) -> float:
     return statistics.median(samples)
 
 
+def scale_server(repo: Path, data_dir: Path) -> ServerProcess:
+    """A server process that syncs only when asked (POST /admin/refresh), never by itself."""
+    return ServerProcess(
+        "--repo", str(repo), "--poll-interval", "3600", "--no-watch", "--data-dir", str(data_dir)
+    )
+
+
 def run(sizes: tuple[int, ...] = SIZES, rounds: int = ROUNDS) -> dict[str, Any]:
     body = client_body()
     figures: dict[str, Any] = {}
@@ -127,15 +134,7 @@ def run(sizes: tuple[int, ...] = SIZES, rounds: int = ROUNDS) -> dict[str, Any]:
                 repo = base / f"repo-{size}"
                 generate_repo(repo, size)
                 figures[str(size)] = measure_builds(repo, base / f"build-{size}")
-                server = ServerProcess(
-                    "--repo",
-                    str(repo),
-                    "--poll-interval",
-                    "3600",
-                    "--no-watch",
-                    "--data-dir",
-                    str(base / f"data-{size}"),
-                )
+                server = scale_server(repo, base / f"data-{size}")
                 servers[size] = server
                 figures[str(size)]["ready_after_start_s"] = server.ready_after
                 figures[str(size)]["sync_one_file_commit_s"] = measure_sync(server, repo)

@@ -43,7 +43,7 @@ from ..config.loader import load_directory
 from ..config.model import ConfigSet
 from ..config.names import check_app_id, display_prefix, subdir_problem
 from ..config.policy import load_policy
-from ..config.schema import BUNDLED_VERSION, Schema, SchemaChoice
+from ..config.schema import Schema, SchemaChoice
 from ..config.snapshot import CommitInfo, Snapshot
 from ..config.views import diff_config_sets, diff_markdown
 from ..git.commits import load_commit
@@ -288,8 +288,7 @@ def run_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             config_set, issues = None, refused
     warnings: list[ConfigWarning] = list(config_set.warnings) if config_set else []
     if config_set is not None and args.ref in (None, "HEAD"):  # the files on disk are those
-        versions = config_set.lmcache_versions or (BUNDLED_VERSION,)  # what `schema` uses
-        warnings += stale_schemas(Path(path), versions)
+        warnings += stale_schemas(Path(path), config_set.lmcache_versions)
     elapsed_ms = (time.perf_counter() - started) * 1000
     if args.format == "json":
         report = {

@@ -67,6 +67,11 @@ def add_command(commands: Any) -> None:
     )
 
 
+def schema_versions(declared: tuple[str, ...]) -> tuple[str, ...]:
+    """The versions a schema is generated for: those declared, else the bundled one."""
+    return declared or (BUNDLED_VERSION,)
+
+
 def _versions(args: argparse.Namespace, err: TextIO) -> tuple[str, ...] | None:
     """The versions to generate for; None when global.yaml's list is invalid (reported)."""
     if args.lmcache_version:
@@ -91,8 +96,7 @@ def _versions(args: argparse.Namespace, err: TextIO) -> tuple[str, ...] | None:
             f"(declare the versions the fleet runs there, or pass --lmcache-version)",
             file=err,
         )
-        return (BUNDLED_VERSION,)
-    return versions
+    return schema_versions(versions)
 
 
 def run_schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -127,14 +131,15 @@ def _write(target: Path, text: str | None) -> None:
         raise SettingsError(f"cannot write {target}: {exc.strerror or exc}") from None
 
 
-def stale_schemas(root: Path, versions: tuple[str, ...]) -> list[ConfigWarning]:
+def stale_schemas(root: Path, declared: tuple[str, ...]) -> list[ConfigWarning]:
     """A warning for each schema file under ``root/.schema`` that differs from what
-    ``schema --output-dir .schema`` writes for ``versions``: after a change of
+    ``schema --output-dir .schema`` writes for the ``declared`` versions: after a change of
     ``lmcache_versions`` (or an upgrade of the tools), editors would disagree with
     ``validate`` until it is written again. No ``.schema``: nothing to say."""
     folder = root / SCHEMA_DIR
     if not folder.is_dir():
         return []
+    versions = schema_versions(declared)
     here = os.path.normpath(root) == "."
     shown = SCHEMA_DIR if here else f"{root}/{SCHEMA_DIR}"
     command = f"lmcache-config-server schema {'' if here else f'{root} '}--output-dir {shown}"

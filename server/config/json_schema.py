@@ -143,10 +143,10 @@ def _bound_words(limits: FieldLimits) -> str:
     reasons: list[str] = []
     low, high = limits.minimum, limits.maximum
     if low is not None:
-        parts.append(f"{'more than' if low.exclusive else 'at least'} {_number(low.value)}")
+        parts.append(low.as_minimum())
         reasons.append(low.reason)
     if high is not None:
-        parts.append(f"{'less than' if high.exclusive else 'at most'} {_number(high.value)}")
+        parts.append(high.as_maximum())
         if high.reason not in reasons:
             reasons.append(high.reason)
     if not parts:
@@ -265,16 +265,20 @@ class _Generator:
         members = self.schema.members or (self.schema,)
         return [(member.version or "?", member.fields[name]) for member in members]
 
+    def _value_in_each(self, specs: list[tuple[str, FieldSpec]], *, setting: bool) -> Any:
+        """The value schema of a field in every declared version: one, or all of theirs
+        when the versions disagree (a value must suit each)."""
+        if len({spec for _, spec in specs}) == 1:
+            return self._value(specs[-1][1], setting=setting)
+        return {"allOf": [self._value(spec, setting=setting) for _, spec in specs]}
+
     def _setting(self, name: str) -> dict[str, Any]:
         """A key of defaults/overrides: its value schema, hover text and default."""
         specs = self._specs(name)
-        distinct = {spec for _, spec in specs}
-        if len(distinct) == 1:
-            node = self._value(specs[-1][1], setting=True)
+        node = self._value_in_each(specs, setting=True)
+        if len({spec for _, spec in specs}) == 1:
             about = self._words(specs[-1][1])
         else:
-            # The versions disagree on this field: a value must suit each of them.
-            node = {"allOf": [self._value(spec, setting=True) for _, spec in specs]}
             about = " ".join(f"LMCache {version}: {self._words(spec)}" for version, spec in specs)
         declaration = bundled_declarations(specs[-1][0]).get(name)
         if declaration is not None:
@@ -294,11 +298,7 @@ class _Generator:
     def _condition(self, name: str) -> dict[str, Any]:
         """A key of ``when: config:`` or ``access: config:``: its type only, or a glob."""
         specs = self._specs(name)
-        distinct = {spec for _, spec in specs}
-        if len(distinct) == 1:
-            node = self._value(specs[-1][1], setting=False)
-        else:
-            node = {"allOf": [self._value(spec, setting=False) for _, spec in specs]}
+        node = self._value_in_each(specs, setting=False)
         label = specs[-1][1].type_label
         return _described(
             node,

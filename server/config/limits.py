@@ -44,6 +44,13 @@ class Bound:
     reason: str
     exclusive: bool = False  # written ">0" in the file: the value itself is out
 
+    def as_minimum(self) -> str:
+        """The bound as errors and the editors' hover text say it: "at least 1"."""
+        return f"{'more than' if self.exclusive else 'at least'} {_number(self.value)}"
+
+    def as_maximum(self) -> str:
+        return f"{'less than' if self.exclusive else 'at most'} {_number(self.value)}"
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class FieldLimits:
@@ -87,16 +94,12 @@ class FieldLimits:
         if isinstance(value, (int, float)):
             low, high = self.minimum, self.maximum
             if low is not None and (value <= low.value if low.exclusive else value < low.value):
-                word = "more than" if low.exclusive else "at least"
                 raise ValueProblem(
-                    f"{what} must be {word} {_number(low.value)} ({low.reason}): "
-                    f"got {_number(value)}"
+                    f"{what} must be {low.as_minimum()} ({low.reason}): got {_number(value)}"
                 )
             if high is not None and (value >= high.value if high.exclusive else value > high.value):
-                word = "less than" if high.exclusive else "at most"
                 raise ValueProblem(
-                    f"{what} must be {word} {_number(high.value)} ({high.reason}): "
-                    f"got {_number(value)}"
+                    f"{what} must be {high.as_maximum()} ({high.reason}): got {_number(value)}"
                 )
             return
         if isinstance(value, str):

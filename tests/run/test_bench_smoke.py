@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.common import ServerProcess
-from bench.scale import measure_builds, measure_sync
+from bench.scale import measure_builds, measure_sync, scale_server
 from bench.workload import generate_repo
 
 
@@ -21,15 +20,7 @@ def test_bench_scale_measures_a_small_repository(tmp_path: Path) -> None:
     builds = measure_builds(repo, tmp_path / "build")
     assert builds["cold_build_s"] > 0
     assert len(builds["rebuild_samples"]) > 0
-    server = ServerProcess(
-        "--repo",
-        str(repo),
-        "--poll-interval",
-        "3600",
-        "--no-watch",
-        "--data-dir",
-        str(tmp_path / "data"),
-    )
+    server = scale_server(repo, tmp_path / "data")
     try:
         assert measure_sync(server, repo) > 0
     finally:
