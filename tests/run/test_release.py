@@ -2,9 +2,10 @@
 
 RELEASING.md: a release sets the version in pyproject.toml, turns the
 CHANGELOG's `[Unreleased]` into `[X.Y.Z] - date`, moves the examples' `rev:`
-to `vX.Y.Z` and is tagged `vX.Y.Z`. These tests hold the files to that, and
-check that the tag the examples name exists, holds its version, and that
-real pre-commit installs the example's hook from it.
+to `vX.Y.Z` and is tagged `vX.Y.Z`. These tests hold the files to that; check
+that each release's commit is in history and that `scripts/release_tags.py`
+tags it (a checkout, CI's among them, may come without tags); and that real
+pre-commit installs the example's hook from the tag the examples name.
 """
 
 from __future__ import annotations
@@ -101,31 +102,89 @@ def test_min_constraints_pin_every_runtime_dependency_at_its_floor() -> None:
     assert pins["aiohttp"] == "3.14"
 
 
-def git_in_checkout(*args: str) -> subprocess.CompletedProcess[str]:
+RELEASE_TAGS = [sys.executable, str(ROOT / "scripts/release_tags.py")]
+
+
+def release_tags(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
+        [*RELEASE_TAGS, "--repo", str(repo), *args], capture_output=True, text=True, check=False
     )
 
 
-def test_every_release_in_the_changelog_is_tagged_at_its_version() -> None:
-    """The tag the examples install from exists, and holds the release it names."""
+def git(repo: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()
+
+
+def clone_without_tags(tmp_path: Path) -> Path:
+    """This checkout as CI or a mirror may have it: full history, no tags."""
+    clone = tmp_path / "server-clone"
+    subprocess.run(
+        ["git", "clone", "--quiet", "--no-tags", str(ROOT), str(clone)],
+        check=True,
+        capture_output=True,
+    )
+    assert git(clone, "tag", "--list") == ""
+    return clone
+
+
+def test_the_checkouts_release_tags_are_at_their_release_commits() -> None:
+    """Each CHANGELOG release has its release commit in history (the version in pyproject
+    and the heading added together); any tag this checkout has is annotated and on it."""
     releases = RELEASE_HEADING.findall((ROOT / "CHANGELOG.md").read_text())
     assert releases, "CHANGELOG.md has no release heading: RELEASING.md says how to cut one"
-    tags = set(git_in_checkout("tag", "--list", "v*").stdout.split())
-    missing = [f"v{release}" for release in releases if f"v{release}" not in tags]
-    assert not missing, (
-        f"no tag {', '.join(missing)} in this checkout: it is a release in CHANGELOG.md "
-        "(a clone without tags? `git fetch --tags`)"
-    )
+    checked = release_tags(ROOT)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    reported = [line.split(":")[0] for line in checked.stdout.splitlines()]
+    assert reported == [f"v{release}" for release in releases]
+
+
+def test_release_tags_are_made_again_from_history_in_a_clone_without_them(
+    tmp_path: Path,
+) -> None:
+    clone = clone_without_tags(tmp_path)
+    releases = RELEASE_HEADING.findall((ROOT / "CHANGELOG.md").read_text())
+    missing = release_tags(clone)
+    assert missing.returncode == 0, missing.stderr
+    assert all("missing" in line for line in missing.stdout.splitlines())
+
+    created = release_tags(clone, "--create")
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.count("created at") == len(releases)
     for release in releases:
-        tagged = git_in_checkout("show", f"v{release}:pyproject.toml")
-        assert tagged.returncode == 0, tagged.stderr
-        assert tomllib.loads(tagged.stdout)["project"]["version"] == release
-        changelog = git_in_checkout("show", f"v{release}:CHANGELOG.md").stdout
-        assert RELEASE_HEADING.findall(changelog)[0] == release
-        # Annotated (RELEASING.md step 6): it carries who tagged it and when.
-        kind = git_in_checkout("cat-file", "-t", f"v{release}").stdout.strip()
-        assert kind == "tag", f"v{release} is a lightweight tag; tag with `git tag -a`"
+        tag = f"v{release}"
+        assert git(clone, "cat-file", "-t", tag) == "tag"  # annotated: who tagged it, and when
+        assert (
+            tomllib.loads(git(clone, "show", f"{tag}:pyproject.toml"))["project"]["version"]
+            == release
+        )
+        assert RELEASE_HEADING.findall(git(clone, "show", f"{tag}:CHANGELOG.md"))[0] == release
+        # The tag is on the commit that released it: its parent has no such heading yet.
+        before = git(clone, "show", f"{tag}^{{commit}}^:CHANGELOG.md")
+        assert release not in RELEASE_HEADING.findall(before)
+    again = release_tags(clone)
+    assert again.returncode == 0
+    assert again.stdout.count(": ok") == len(releases)
+
+
+def test_a_wrong_release_tag_is_an_error_and_is_not_moved(tmp_path: Path) -> None:
+    clone = clone_without_tags(tmp_path)
+    (release, *_) = RELEASE_HEADING.findall((ROOT / "CHANGELOG.md").read_text())
+    tag = f"v{release}"
+    git(clone, "tag", tag, "HEAD~0")  # lightweight
+    light = release_tags(clone, "--create")
+    assert light.returncode == 1
+    assert f"{tag} is a lightweight tag" in light.stderr
+
+    git(clone, "tag", "--delete", tag)
+    root_commit = git(clone, "rev-list", "--max-parents=0", "HEAD")
+    git(clone, "tag", "-a", tag, "-m", "elsewhere", root_commit)
+    elsewhere = release_tags(clone, "--create")
+    assert elsewhere.returncode == 1
+    assert f"{tag} points at {root_commit[:12]}" in elsewhere.stderr
+    assert git(clone, "rev-parse", f"{tag}^{{commit}}") == root_commit  # never moved silently
 
 
 def test_the_examples_pre_commit_hook_installs_from_its_tag_and_validates(
@@ -142,8 +201,12 @@ def test_the_examples_pre_commit_hook_installs_from_its_tag_and_validates(
         for path in sorted(EXAMPLE.rglob("*.yaml"))
         if not any(part.startswith(".") for part in path.relative_to(EXAMPLE).parts)
     }
-    # Installed from this checkout (its tags) instead of the project's future host.
-    files[".pre-commit-config.yaml"] = config.replace(hosted, str(ROOT))
+    # Installed from a clone of this checkout, its release tags made from history (CI's
+    # checkout has none), instead of the project's future host.
+    server = clone_without_tags(tmp_path)
+    tagged = release_tags(server, "--create")
+    assert tagged.returncode == 0, tagged.stderr
+    files[".pre-commit-config.yaml"] = config.replace(hosted, str(server))
     repo.commit_files(files, "the example config repository")
     env = {
         **os.environ,
