@@ -195,11 +195,19 @@ def load_config_set(
     config_set = ConfigSet(
         global_file=global_file, apps=apps, fragments=fragments, lmcache_versions=checked.declared
     )
-    issues = _too_many_rules(config_set, limits.max_rules_per_app)
-    if issues:
-        return None, issues
     unread = unread_files(_yaml_paths(source), config_set, display_prefix)
-    return dataclasses.replace(config_set, warnings=tuple(unread)), []
+    return _within_rule_limit(
+        dataclasses.replace(config_set, warnings=tuple(unread)), limits.max_rules_per_app
+    )
+
+
+def _within_rule_limit(
+    config_set: ConfigSet, limit: int
+) -> tuple[ConfigSet | None, list[ConfigIssue]]:
+    # Checked on the set that is returned: the layers() memo this fills serves the
+    # guardrails and the snapshot too (one expansion per app and build, not two).
+    issues = _too_many_rules(config_set, limit)
+    return (None, issues) if issues else (config_set, [])
 
 
 def _global_first(
@@ -268,18 +276,39 @@ def _load_fragments(
     A depth-first walk: a fragment met again while it is still being expanded
     closes a cycle, reported at the include that closes it.
     """
-    fragments: dict[str, ConfigFile] = {}
-    unreadable: set[str] = set()
-    finished: set[str] = set()
-    stack: list[str] = []
+    walk = _FragmentWalk(read=read, parse=parse, issues=issues)
+    for root in roots:
+        walk.visit(root)
+    return walk.fragments
 
-    def visit(config_file: ConfigFile) -> None:
+
+class _FragmentWalk:
+    """The state of one walk (an object, not a recursive closure: a closure that calls
+    itself is a reference cycle, left to the cycle collector to free with all it holds)."""
+
+    def __init__(
+        self,
+        *,
+        read: Callable[[str], bytes],
+        parse: Callable[[str, bytes], ConfigFile | None],
+        issues: list[ConfigIssue],
+    ) -> None:
+        self.read = read
+        self.parse = parse
+        self.issues = issues
+        self.fragments: dict[str, ConfigFile] = {}
+        self.unreadable: set[str] = set()
+        self.finished: set[str] = set()
+        self.stack: list[str] = []
+
+    def visit(self, config_file: ConfigFile) -> None:
+        stack, issues = self.stack, self.issues
         for include in config_file.includes:
             if include.path in stack:
                 cycle = [*stack[stack.index(include.path) :], include.path]
                 issues.append(include.issue(f"include cycle: {' -> '.join(cycle)}"))
                 continue
-            if include.path in finished or include.path in unreadable:
+            if include.path in self.finished or include.path in self.unreadable:
                 continue
             if len(stack) >= MAX_INCLUDE_DEPTH:
                 issues.append(
@@ -289,30 +318,26 @@ def _load_fragments(
                         f"{stack[-1]}); include the fragments from fewer levels"
                     )
                 )
-                unreadable.add(include.path)
+                self.unreadable.add(include.path)
                 continue
-            if include.path not in fragments:
+            if include.path not in self.fragments:
                 try:
-                    data = read(include.path)
+                    data = self.read(include.path)
                 except SourceProblem as problem:
                     issues.append(
                         include.issue(f"cannot include '{include.path}': {problem.message}")
                     )
-                    unreadable.add(include.path)
+                    self.unreadable.add(include.path)
                     continue
-                parsed = parse(include.path, data)
+                parsed = self.parse(include.path, data)
                 if parsed is None:
-                    unreadable.add(include.path)
+                    self.unreadable.add(include.path)
                     continue
-                fragments[include.path] = parsed
+                self.fragments[include.path] = parsed
             stack.append(include.path)
-            visit(fragments[include.path])
+            self.visit(self.fragments[include.path])
             stack.pop()
-            finished.add(include.path)
-
-    for root in roots:
-        visit(root)
-    return fragments
+            self.finished.add(include.path)
 
 
 def load_directory(

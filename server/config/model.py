@@ -169,21 +169,31 @@ class ConfigSet:
     def _expand(self, app_id: str | None) -> tuple[ConfigFile, ...]:
         ordered: list[ConfigFile] = []
         seen: set[str] = set()
-
-        def expand(config_file: ConfigFile) -> None:
-            for include in config_file.includes:
-                if include.path in seen or include.path not in self.fragments:
-                    continue
-                seen.add(include.path)
-                expand(self.fragments[include.path])
-            ordered.append(config_file)
-
         if self.global_file is not None:
-            expand(self.global_file)
+            _expand_into(ordered, seen, self.global_file, self.fragments)
         app_file = self.apps.get(app_id) if app_id else None
         if app_file is not None:
-            expand(app_file)
+            _expand_into(ordered, seen, app_file, self.fragments)
         return tuple(ordered)
+
+
+def _expand_into(
+    ordered: list[ConfigFile],
+    seen: set[str],
+    config_file: ConfigFile,
+    fragments: Mapping[str, ConfigFile],
+) -> None:
+    """Append ``config_file`` after the fragments it includes, each fragment once.
+
+    A function, not a closure that calls itself: such a closure is a reference
+    cycle, and 10,000 apps would leave 10,000 of them to the cycle collector.
+    """
+    for include in config_file.includes:
+        if include.path in seen or include.path not in fragments:
+            continue
+        seen.add(include.path)
+        _expand_into(ordered, seen, fragments[include.path], fragments)
+    ordered.append(config_file)
 
 
 def chosen_layers(

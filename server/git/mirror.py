@@ -449,22 +449,38 @@ class MirrorReader:
         self._between_files = between_files
 
     def load_commit(
-        self, sha: str, subdir: str, schema: Schema, limits: RepoLimits
+        self,
+        sha: str,
+        subdir: str,
+        schema: Schema,
+        limits: RepoLimits,
+        *,
+        between_files: Callable[[], None] | None = None,
     ) -> tuple[CommitInfo, ConfigSet | None, list[ConfigIssue]]:
         """The commit's metadata and its validated config set (or every issue found).
 
-        Raises MirrorDamaged when objects of the commit cannot be read.
+        ``between_files``: called before each file, after the reader's own (a build
+        freezes what it made so far there: ``base.collector``). Raises MirrorDamaged when
+        objects of the commit cannot be read.
         """
         try:
             with self._mirror.open() as repo:
                 info = commit_info(repo.commit(sha))
         except (git.GitError, ValueError, OSError) as exc:
             raise MirrorDamaged(redact(f"cannot read commit {sha[:12]}: {exc!r}")) from None
-        config_set, issues = self.load_config_set(sha, subdir, schema, limits)
+        config_set, issues = self.load_config_set(
+            sha, subdir, schema, limits, between_files=between_files
+        )
         return info, config_set, issues
 
     def load_config_set(
-        self, sha: str, subdir: str, schema: Schema, limits: RepoLimits
+        self,
+        sha: str,
+        subdir: str,
+        schema: Schema,
+        limits: RepoLimits,
+        *,
+        between_files: Callable[[], None] | None = None,
     ) -> tuple[ConfigSet | None, list[ConfigIssue]]:
         """The commit's validated config set (or every issue found), without its metadata."""
         # The loader empties the memo when the schema changes (it knows the declared versions).
@@ -476,7 +492,7 @@ class MirrorReader:
                 display_prefix=display_prefix(subdir),
                 limits=limits,
                 memo=memo,
-                between_files=self._between_files,
+                between_files=_both(self._between_files, between_files),
             )
         except (git.GitError, ValueError, OSError, AssertionError, MirrorDamaged) as exc:
             raise MirrorDamaged(
@@ -486,3 +502,16 @@ class MirrorReader:
             self._blobs.finish_load()
             if memo is not None:
                 memo.finish_build()
+
+
+def _both(
+    first: Callable[[], None] | None, second: Callable[[], None] | None
+) -> Callable[[], None] | None:
+    if first is None or second is None:
+        return first or second
+
+    def call_both() -> None:
+        first()
+        second()
+
+    return call_both

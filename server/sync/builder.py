@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
+from ..base.collector import collector_kept_off
 from ..base.issues import ConfigIssue
 from ..base.reloading import Current
 from ..base.tasks import Precedence
@@ -68,6 +69,7 @@ class SnapshotBuilder:
         fixed = None if isinstance(scopes, Current) else scopes
         self._guardrails = Guardrails(policy=policy, engine=None, scopes=fixed)
         self._engine_memo = EngineMemo()
+        self._built_once = False  # the first build parses every file (``base.collector``)
 
     def prepare(self) -> Schema:
         """Load the LMCache schema (importing lmcache takes a while: not on the event loop)."""
@@ -95,17 +97,27 @@ class SnapshotBuilder:
         app that asked within --fleet-ttl; removing such an app's file needs the commit to
         say so (``Removes-Apps:``).
         """
-        with self._precedence.serving():
-            return self._build(sha, secrets, in_use)
+        # The served snapshot is not the cycle collector's to walk, again and again, while
+        # its successor is built; nor, in a cold build, the files parsed so far.
+        first_build, self._built_once = not self._built_once, True
+        with (
+            self._precedence.serving(),
+            collector_kept_off(first_build=first_build) as between_files,
+        ):
+            return self._build(sha, secrets, in_use, between_files)
 
     def _build(
-        self, sha: str, secrets: SecretLookup | None, in_use: Mapping[str, int] | None
+        self,
+        sha: str,
+        secrets: SecretLookup | None,
+        in_use: Mapping[str, int] | None,
+        between_files: Callable[[], None],
     ) -> Snapshot | Rejection:
         refusal = self._verify(sha)
         if refusal is not None:
             return refusal
         info, config_set, issues = self._reader.load_commit(
-            sha, self._subdir, self.schema, self._limits
+            sha, self._subdir, self.schema, self._limits, between_files=between_files
         )
         if config_set is None:
             return _rejection(info, issues, RejectionKind.CONTENT)
