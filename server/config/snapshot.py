@@ -95,6 +95,50 @@ class AppPlan:
         return chosen_layers(self.files, matched)
 
 
+class ConfigsMemo:
+    """The fixed answers' ``configs`` (serialised) of the last snapshot a builder made, by
+    the identity of the files each came from.
+
+    A one-file commit then serialises the one app it changed, not all 10,000: the
+    parse memo hands back the same ``ConfigFile`` objects for unchanged files, and
+    an app's configs depend on nothing but its files and the secret values (a
+    change of any secret starts the memo again). It holds the last build's apps
+    only, so removed apps do not stay.
+    """
+
+    def __init__(self) -> None:
+        self._secrets: Mapping[str, str] | None = None
+        self._kept: dict[str | None, tuple[tuple[ConfigFile, ...], bytes]] = {}
+        self._next: dict[str | None, tuple[tuple[ConfigFile, ...], bytes]] = {}
+
+    def start(self, secrets: Mapping[str, str] | None) -> None:
+        """Begin a snapshot: what the last one kept is usable if the secrets are the same."""
+        if dict(secrets or {}) != dict(self._secrets or {}):
+            self._kept = {}
+        self._secrets = dict(secrets or {})
+        self._next = {}
+
+    def get(self, app_id: str | None, files: tuple[ConfigFile, ...]) -> bytes | None:
+        kept = self._kept.get(app_id)
+        if kept is None or len(kept[0]) != len(files):
+            return None
+        if all(a is b for a, b in zip(kept[0], files, strict=True)):
+            self._next[app_id] = kept
+            return kept[1]
+        return None
+
+    def put(self, app_id: str | None, files: tuple[ConfigFile, ...], configs: bytes) -> None:
+        self._next[app_id] = (files, configs)
+
+    def finish(self) -> None:
+        """End a snapshot: what it used is what the next one may reuse."""
+        self._kept, self._next = self._next, {}
+
+
+def _configs_json(items: list[dict[str, Any]]) -> bytes:
+    return json.dumps(items, separators=(",", ":")).encode()
+
+
 class Snapshot:
     """What one commit serves. Never mutated after construction, except a bounded memo."""
 
@@ -106,7 +150,10 @@ class Snapshot:
         loaded_at: float,
         schema_source: str,
         secrets: Mapping[str, str] | None = None,
+        configs_memo: ConfigsMemo | None = None,
     ) -> None:
+        """``configs_memo``: the builder's, so that unchanged apps' answers are not
+        serialised again (on one thread: the builder's)."""
         self.commit = commit
         # Resolved secret values live only here and in the answer bytes built from them.
         self._secrets = secrets
@@ -123,17 +170,28 @@ class Snapshot:
         self._memo: dict[tuple[str | None, tuple[int, ...]], Answer] = {}
         # Unknown app ids asked for, each with its nearest app file (found once: difflib).
         self._unknown_seen: dict[str | None, str | None] = {}
-        self._items_memo: dict[tuple[str | None, tuple[int, ...]], list[dict[str, Any]]] = {}
+        self._items_memo: dict[tuple[str | None, tuple[int, ...]], bytes] = {}
         # Apps without rules never look at the request: serialise their answer now, and
         # answer them with one dict lookup (not those with access conditions to check).
+        memo = configs_memo or ConfigsMemo()
+        memo.start(secrets)
         self._fixed_answers: dict[str | None, Answer] = {
-            app_id: self._answer(plan, app_id, ())
+            app_id: self._fixed_answer(plan, app_id, memo)
             for app_id, plan in self._plans.items()
             if not plan.has_rules and not plan.access
         }
         if not self._fallback.has_rules and not self._fallback.access:
             # Requests without an appId get one fixed answer too.
-            self._fixed_answers[None] = self._answer(self._fallback, None, ())
+            self._fixed_answers[None] = self._fixed_answer(self._fallback, None, memo)
+        memo.finish()
+
+    def _fixed_answer(self, plan: AppPlan, app_id: str | None, memo: ConfigsMemo) -> Answer:
+        configs = memo.get(app_id, plan.files)
+        if configs is None:
+            configs = _configs_json(answer_items(merge(plan.layers(())), self._secrets))
+            memo.put(app_id, plan.files, configs)
+        self._items_memo[(plan.app_id, ())] = configs
+        return self._answer(plan, app_id, ())
 
     def plan(self, app_id: str | None) -> AppPlan:
         return self._plans.get(app_id, self._fallback) if app_id else self._fallback
@@ -194,27 +252,28 @@ class Snapshot:
         cached = self._memo.get(memo_key)
         if cached is not None and plan.known:
             return cached
-        items = self._items_memo.get(memo_key)
-        if items is None:
-            # Unknown app ids share their items (the body names the id, so it is built anew).
-            items = answer_items(merge(plan.layers(matched)), self._secrets)
+        configs = self._items_memo.get(memo_key)
+        if configs is None:
+            # Unknown app ids share their configs (the body names the id, so it is built anew).
+            configs = _configs_json(answer_items(merge(plan.layers(matched)), self._secrets))
             if len(self._items_memo) < len(self._plans) + _MAX_CACHED_RULE_ANSWERS:
-                self._items_memo[memo_key] = items
-        body: dict[str, Any] = {
-            "configs": items,
+                self._items_memo[memo_key] = configs
+        # The configs come serialised (json.dumps(body) with them in place, byte for byte).
+        rest: dict[str, Any] = {
             "version": self.commit.sha,
             "app_id": app_id,
             "app_known": plan.known,
             "applied_rules": [rule.name for rule in matched],
         }
         if not plan.known:
-            body["note"] = (
+            rest["note"] = (
                 f"no apps/{app_id}.yaml in this commit: serving the global layer only"
                 if app_id
                 else "no appId in the request: serving the global layer only"
             )
+        tail = json.dumps(rest, separators=(",", ":")).encode()
         answer = Answer(
-            body=json.dumps(body, separators=(",", ":")).encode(),
+            body=b'{"configs":' + configs + b"," + tail[1:],
             app_known=plan.known,
             applied_rules=tuple(rule.name for rule in matched),
             env_names_used=tuple(sorted({name for rule in matched for name in rule.env_names})),

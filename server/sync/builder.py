@@ -31,7 +31,7 @@ from ..config.guardrails import EngineMemo, Guardrails, SecretScopes, vanished_a
 from ..config.loader import RepoLimits
 from ..config.policy import BUILT_IN_POLICY, KeyPolicy
 from ..config.schema import Schema, load_schema
-from ..config.snapshot import CommitInfo, Snapshot
+from ..config.snapshot import CommitInfo, ConfigsMemo, Snapshot
 from ..git.mirror import GitMirror, MirrorReader
 from ..git.signatures import SignaturePolicy
 from .secrets import SecretLookup, SecretSource, resolve_secrets
@@ -69,6 +69,7 @@ class SnapshotBuilder:
         fixed = None if isinstance(scopes, Current) else scopes
         self._guardrails = Guardrails(policy=policy, engine=None, scopes=fixed)
         self._engine_memo = EngineMemo()
+        self._configs_memo = ConfigsMemo()
         self._built_once = False  # the first build parses every file (``base.collector``)
 
     def prepare(self) -> Schema:
@@ -138,6 +139,7 @@ class SnapshotBuilder:
             loaded_at=time.time(),
             schema_source=self.schema.with_versions(config_set.lmcache_versions).source,
             secrets=secret_values,
+            configs_memo=self._configs_memo,
         )
 
     def _guardrails_now(self) -> Guardrails:
