@@ -14,6 +14,7 @@ answers with rules are cached per combination of matched rules.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -107,15 +108,17 @@ class ConfigsMemo:
     """
 
     def __init__(self) -> None:
-        self._secrets: Mapping[str, str] | None = None
+        # A digest of the secret values the kept configs were made with, not a copy of them.
+        self._secrets_digest = _digest({})
         self._kept: dict[str | None, tuple[tuple[ConfigFile, ...], bytes]] = {}
         self._next: dict[str | None, tuple[tuple[ConfigFile, ...], bytes]] = {}
 
     def start(self, secrets: Mapping[str, str] | None) -> None:
         """Begin a snapshot: what the last one kept is usable if the secrets are the same."""
-        if dict(secrets or {}) != dict(self._secrets or {}):
+        digest = _digest(secrets or {})
+        if digest != self._secrets_digest:
             self._kept = {}
-        self._secrets = dict(secrets or {})
+        self._secrets_digest = digest
         self._next = {}
 
     def get(self, app_id: str | None, files: tuple[ConfigFile, ...]) -> bytes | None:
@@ -133,6 +136,10 @@ class ConfigsMemo:
     def finish(self) -> None:
         """End a snapshot: what it used is what the next one may reuse."""
         self._kept, self._next = self._next, {}
+
+
+def _digest(secrets: Mapping[str, str]) -> bytes:
+    return hashlib.sha256(json.dumps(sorted(secrets.items())).encode()).digest()
 
 
 def _configs_json(items: list[dict[str, Any]]) -> bytes:
