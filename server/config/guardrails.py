@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from ..base.issues import ConfigIssue
 from .effective import EXTRA_CONFIG, EffectiveSetting, merge
 from .engine_check import EngineCheck, keys_named
-from .model import ConfigFile, ConfigSet, Rule, Setting, chosen_layers
+from .model import ConfigFile, ConfigSet, Rule, Setting, chosen_layers, same_files
 from .names import APPS_DIR
 from .policy import KeyPolicy
 
@@ -75,11 +75,7 @@ class EngineMemo:
 
     def get(self, app_id: str | None, files: tuple[ConfigFile, ...]) -> list[_Clash] | None:
         kept = self._results.get(app_id)
-        if kept is None or len(kept[0]) != len(files):
-            return None
-        if all(a is b for a, b in zip(kept[0], files, strict=True)):
-            return kept[1]
-        return None
+        return kept[1] if kept is not None and same_files(kept[0], files) else None
 
     def put(self, app_id: str | None, files: tuple[ConfigFile, ...], clashes: list[_Clash]) -> None:
         if len(self._results) >= _MEMO_APPS and app_id not in self._results:

@@ -196,6 +196,12 @@ def _expand_into(
     ordered.append(config_file)
 
 
+def same_files(kept: tuple[ConfigFile, ...], files: tuple[ConfigFile, ...]) -> bool:
+    """Whether two layer tuples hold the very same file objects: the parse memo hands back
+    the same ``ConfigFile`` for an unchanged file, so what was derived from them holds."""
+    return len(kept) == len(files) and all(a is b for a, b in zip(kept, files, strict=True))
+
+
 def chosen_layers(
     files: Iterable[ConfigFile], matched: tuple[Rule, ...]
 ) -> list[tuple[Setting, ...]]:

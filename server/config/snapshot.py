@@ -23,7 +23,7 @@ from ..base.errors import AccessDenied
 from ..base.issues import ConfigWarning
 from .effective import EffectiveSetting, answer_items, merge
 from .hints import nearest_app
-from .model import Condition, ConfigFile, ConfigSet, Rule, Setting, chosen_layers
+from .model import Condition, ConfigFile, ConfigSet, Rule, Setting, chosen_layers, same_files
 
 # Bound on cached answers for rule combinations; beyond it answers are built per request.
 _MAX_CACHED_RULE_ANSWERS = 4096
@@ -123,12 +123,10 @@ class ConfigsMemo:
 
     def get(self, app_id: str | None, files: tuple[ConfigFile, ...]) -> bytes | None:
         kept = self._kept.get(app_id)
-        if kept is None or len(kept[0]) != len(files):
+        if kept is None or not same_files(kept[0], files):
             return None
-        if all(a is b for a, b in zip(kept[0], files, strict=True)):
-            self._next[app_id] = kept
-            return kept[1]
-        return None
+        self._next[app_id] = kept
+        return kept[1]
 
     def put(self, app_id: str | None, files: tuple[ConfigFile, ...], configs: bytes) -> None:
         self._next[app_id] = (files, configs)
@@ -177,7 +175,8 @@ class Snapshot:
         self._memo: dict[tuple[str | None, tuple[int, ...]], Answer] = {}
         # Unknown app ids asked for, each with its nearest app file (found once: difflib).
         self._unknown_seen: dict[str | None, str | None] = {}
-        self._items_memo: dict[tuple[str | None, tuple[int, ...]], bytes] = {}
+        # The serialised ``configs`` per app and matched rules (the answers' bodies embed them).
+        self._configs_by_rules: dict[tuple[str | None, tuple[int, ...]], bytes] = {}
         # Apps without rules never look at the request: serialise their answer now, and
         # answer them with one dict lookup (not those with access conditions to check).
         memo = configs_memo or ConfigsMemo()
@@ -197,7 +196,7 @@ class Snapshot:
         if configs is None:
             configs = _configs_json(answer_items(merge(plan.layers(())), self._secrets))
             memo.put(app_id, plan.files, configs)
-        self._items_memo[(plan.app_id, ())] = configs
+        self._configs_by_rules[(plan.app_id, ())] = configs
         return self._answer(plan, app_id, ())
 
     def plan(self, app_id: str | None) -> AppPlan:
@@ -259,12 +258,12 @@ class Snapshot:
         cached = self._memo.get(memo_key)
         if cached is not None and plan.known:
             return cached
-        configs = self._items_memo.get(memo_key)
+        configs = self._configs_by_rules.get(memo_key)
         if configs is None:
             # Unknown app ids share their configs (the body names the id, so it is built anew).
             configs = _configs_json(answer_items(merge(plan.layers(matched)), self._secrets))
-            if len(self._items_memo) < len(self._plans) + _MAX_CACHED_RULE_ANSWERS:
-                self._items_memo[memo_key] = configs
+            if len(self._configs_by_rules) < len(self._plans) + _MAX_CACHED_RULE_ANSWERS:
+                self._configs_by_rules[memo_key] = configs
         # The configs come serialised (json.dumps(body) with them in place, byte for byte).
         rest: dict[str, Any] = {
             "version": self.commit.sha,
