@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import runpy
 import subprocess
 import sys
 import tomllib
@@ -25,7 +26,9 @@ from tests.support.gitrepo import ConfigRepo
 from tests.support.paths import ROOT
 
 EXAMPLE = ROOT / "config-repo-example"
-RELEASE_HEADING = re.compile(r"^## \[(\d+\.\d+\.\d+)\] - \d{4}-\d{2}-\d{2}$", re.MULTILINE)
+RELEASE_TAGS_SCRIPT = ROOT / "scripts/release_tags.py"
+# The script's own reading of a release heading, so the two never disagree.
+RELEASE_HEADING: re.Pattern[str] = runpy.run_path(str(RELEASE_TAGS_SCRIPT))["RELEASE_HEADING"]
 
 
 def project() -> dict[str, Any]:
@@ -102,7 +105,7 @@ def test_min_constraints_pin_every_runtime_dependency_at_its_floor() -> None:
     assert pins["aiohttp"] == "3.14"
 
 
-RELEASE_TAGS = [sys.executable, str(ROOT / "scripts/release_tags.py")]
+RELEASE_TAGS = [sys.executable, str(RELEASE_TAGS_SCRIPT)]
 
 
 def release_tags(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
